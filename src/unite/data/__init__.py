@@ -1,0 +1,1 @@
+"""How items become tensors: prompts, media, collation."""

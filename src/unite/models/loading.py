@@ -1,0 +1,198 @@
+"""Strict checkpoint loading in both weight layouts, device and dtype choice.
+
+The released checkpoints were saved by transformers 4.47.1 (``model.layers.N``, ``visual.*``); current
+transformers names the same tensors ``model.language_model.*`` and ``model.visual.*``. The mapping between
+them is written here rather than left to transformers' loader because that loader is lenient: a key it cannot
+map is reported as a warning and the tensor keeps its random initialisation, which is how a half-loaded
+model that returns garbage ships unnoticed. Here every tensor must be mapped, else :class:`CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unite.errors import CheckpointError, ConfigError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "LEGACY_LAYOUT",
+    "CURRENT_LAYOUT",
+    "detect_layout",
+    "load_weights",
+    "resolve_checkpoint",
+    "resolve_device",
+    "resolve_dtype",
+    "to_current_layout",
+]
+
+LEGACY_LAYOUT = "transformers-4.47"
+CURRENT_LAYOUT = "transformers-5"
+RELEASED_CHECKPOINTS = (
+    "friedrichor/Unite-Base-Qwen2-VL-2B",
+    "friedrichor/Unite-Base-Qwen2-VL-7B",
+    "friedrichor/Unite-Instruct-Qwen2-VL-2B",
+    "friedrichor/Unite-Instruct-Qwen2-VL-7B",
+)
+_DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model", "*.tiktoken"]
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The asked device, else cuda when available, else mps, else cpu."""
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """The asked dtype, else bfloat16 on a GPU and float32 on the CPU."""
+    if dtype is None:
+        return torch.float32 if device.type == "cpu" else torch.bfloat16
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = str(dtype).removeprefix("torch.")
+    if name not in _DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+    return _DTYPES[name]
+
+
+def resolve_checkpoint(
+    name_or_path: str | Path, revision: str | None = None, token: str | None = None, local_files_only: bool = False
+) -> Path:
+    """A local checkpoint folder, downloading a Hub repository when ``name_or_path`` is not a folder."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    text = str(name_or_path)
+    if path.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
+        raise CheckpointError(f"{text}: not a checkpoint folder, nor a Hugging Face repository id (owner/name)")
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(
+            text,
+            revision=revision,
+            token=token,
+            allow_patterns=_DOWNLOAD_PATTERNS,
+            local_files_only=local_files_only,
+        )
+    except Exception as error:  # huggingface_hub raises many unrelated types for one failure
+        hint = " (the Hub cannot be reached or HF_HUB_OFFLINE is set; pass a local folder)"
+        raise CheckpointError(f"{text}: cannot fetch from the Hugging Face Hub: {error}{hint}") from None
+    return Path(folder)
+
+
+def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint folder: one safetensors file, a sharded set, or a PyTorch ``.bin``."""
+    from safetensors.torch import load_file
+
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        files = [folder / shard for shard in shards]
+    elif (folder / "model.safetensors").is_file():
+        files = [folder / "model.safetensors"]
+    elif (folder / "pytorch_model.bin").is_file():
+        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    else:
+        raise CheckpointError(f"{folder}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        if not file.is_file():
+            raise CheckpointError(f"{file}: shard listed in the index is missing")
+        try:
+            state.update(load_file(str(file)))
+        except Exception as error:  # safetensors raises its own untyped errors for corrupt files
+            raise CheckpointError(f"{file}: cannot read tensors ({error})") from None
+    return state
+
+
+def detect_layout(keys: list[str]) -> str:
+    """Which transformers layout the tensor names follow."""
+    if any(key.startswith(("model.language_model.", "model.visual.")) for key in keys):
+        return CURRENT_LAYOUT
+    if any(key.startswith(("model.layers.", "visual.", "model.embed_tokens.")) for key in keys):
+        return LEGACY_LAYOUT
+    raise CheckpointError(
+        "tensor names follow no known Qwen2-VL layout (expected model.layers.* or model.language_model.*)"
+    )
+
+
+def to_current_layout(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str], str]:
+    """Rename tensors to the current layout.
+
+    Returns:
+        (renamed state dict, map from new name to the name in the file, detected layout).
+    """
+    layout = detect_layout(list(state))
+    renamed: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}
+    for key, tensor in state.items():
+        new = _current_name(key) if layout == LEGACY_LAYOUT else key
+        renamed[new] = tensor
+        origin[new] = key
+    return renamed, origin, layout
+
+
+def _current_name(key: str) -> str:
+    if key.startswith("visual."):
+        return "model." + key
+    if key.startswith("model.") and not key.startswith(("model.language_model.", "model.visual.")):
+        return "model.language_model." + key.removeprefix("model.")
+    return key
+
+
+def load_weights(model: torch.nn.Module, folder: Path) -> str:
+    """Load every tensor of ``folder`` into ``model``, strictly; returns the layout the file used.
+
+    Raises:
+        CheckpointError: a tensor of the model is missing from the file (a tied ``lm_head`` excepted), a tensor
+            of the file has no place in the model, or shapes differ. The message names them.
+    """
+    state, origin, layout = to_current_layout(read_state_dict(folder))
+    expected = set(model.state_dict())
+    tied = _tied_names(model)
+    missing = sorted(expected - set(state) - tied)
+    unexpected = sorted(origin[key] for key in set(state) - expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{folder}: weights do not match the model ({layout} layout): " + _describe(missing, unexpected)
+        )
+    params = dict(model.state_dict())
+    wrong = [
+        f"{origin[key]} {tuple(tensor.shape)} vs {tuple(params[key].shape)}"
+        for key, tensor in state.items()
+        if tuple(tensor.shape) != tuple(params[key].shape)
+    ]
+    if wrong:
+        raise CheckpointError(f"{folder}: tensor shapes differ from the config: {'; '.join(wrong[:5])}")
+    model.load_state_dict(state, strict=False)
+    logger.info("loaded %d tensors from %s (%s layout)", len(state), folder, layout)
+    return layout
+
+
+def _tied_names(model: Any) -> set[str]:
+    if getattr(model.config, "tie_word_embeddings", False) or getattr(
+        getattr(model.config, "text_config", None), "tie_word_embeddings", False
+    ):
+        return {"lm_head.weight"}
+    return set()
+
+
+def _describe(missing: list[str], unexpected: list[str], shown: int = 8) -> str:
+    parts = []
+    for label, names in (("missing", missing), ("unexpected", unexpected)):
+        if names:
+            more = f" and {len(names) - shown} more" if len(names) > shown else ""
+            parts.append(f"{len(names)} {label}: {', '.join(names[:shown])}{more}")
+    return "; ".join(parts)

@@ -1,0 +1,251 @@
+"""The ``unite encode`` contract, end to end through a real subprocess and in-process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from unite import UniteEncoder
+from unite.cli.main import main
+
+
+def _write(path, lines):
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    return path
+
+
+@pytest.fixture()
+def items_file(tmp_path, media_dir):
+    for name in ("a.png", "clip.mp4", "frame0.png", "frame1.png", "frame2.png"):
+        (tmp_path / name).write_bytes((media_dir / name).read_bytes())
+    return _write(
+        tmp_path / "items.jsonl",
+        [
+            {"text": "a red circle"},
+            {"image": "a.png"},
+            {"video": "clip.mp4"},
+            {"text": "<|IMAGE|> and a clip <|VIDEO|>", "image": "a.png", "video": "clip.mp4"},
+            {"video": ["frame0.png", "frame1.png", "frame2.png"]},
+        ],
+    )
+
+
+def test_encode_subprocess_matches_python_api(items_file, legacy_checkpoint, tmp_path):
+    out = tmp_path / "out.npy"
+    command = [
+        sys.executable,
+        "-m",
+        "unite.cli.main",
+        "encode",
+        str(items_file),
+        "--model",
+        str(legacy_checkpoint),
+        "--output",
+        str(out),
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--video-frames",
+        "4",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    vectors = np.load(out)
+    assert vectors.shape == (5, 64) and vectors.dtype == np.float32
+    encoder = UniteEncoder.from_pretrained(legacy_checkpoint, device="cpu", video_frames=4)
+    items = [json.loads(line) for line in items_file.read_text().splitlines()]
+    for item in items:
+        for key in ("image", "video"):
+            if isinstance(item.get(key), str):
+                item[key] = str(tmp_path / item[key])
+            elif isinstance(item.get(key), list):
+                item[key] = [str(tmp_path / p) for p in item[key]]
+    np.testing.assert_allclose(vectors, encoder.encode(items), atol=2e-5)
+
+
+def test_settings_flags_change_the_result(items_file, legacy_checkpoint, tmp_path):
+    a, b = tmp_path / "a.npy", tmp_path / "b.npy"
+    base = ["encode", str(items_file), "--model", str(legacy_checkpoint), "--device", "cpu"]
+    assert main([*base, "--output", str(a), "--video-frames", "4"]) == 0
+    assert (
+        main(
+            [
+                *base,
+                "--output",
+                str(b),
+                "--video-fps",
+                "2",
+                "--video-max-pixels",
+                str(64 * 28 * 28),
+                "--image-max-pixels",
+                str(300 * 28 * 28),
+                "--image-min-pixels",
+                str(200 * 28 * 28),
+            ]
+        )
+        == 0
+    )
+    first, second = np.load(a), np.load(b)
+    np.testing.assert_allclose(first[0], second[0], atol=1e-6)  # text is untouched by media settings
+    assert np.all(np.sum(first[1:] * second[1:], axis=1) < 0.99999)
+
+
+def test_raise_policy_names_the_line_and_writes_nothing(items_file, legacy_checkpoint, tmp_path, capsys):
+    lines = items_file.read_text().splitlines()
+    _write(items_file, [*lines[:2], {"image": "nope.png"}, *lines[2:]])
+    out = tmp_path / "out.npy"
+    code = main(["encode", str(items_file), "--model", str(legacy_checkpoint), "--output", str(out), "--device", "cpu"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("unite: error: ") and "items.jsonl:3:" in err and "nope.png: file not found" in err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_skip_policy_accounts_for_every_line(items_file, legacy_checkpoint, tmp_path):
+    lines = items_file.read_text().splitlines()
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    _write(
+        items_file,
+        [
+            lines[0],
+            "{not json",
+            {"image": "corrupt.png"},
+            "",
+            {"text": "x", "extra": 1},
+            lines[1],
+            {"text": "<|IMAGE|><|IMAGE|>", "image": "a.png"},
+        ],
+    )
+    out, errors = tmp_path / "out.npy", tmp_path / "errors.jsonl"
+    code = main(
+        [
+            "encode",
+            str(items_file),
+            "--model",
+            str(legacy_checkpoint),
+            "--output",
+            str(out),
+            "--device",
+            "cpu",
+            "--on-error",
+            "skip",
+            "--errors",
+            str(errors),
+        ]
+    )
+    assert code == 0
+    vectors, mask = np.load(out), np.load(tmp_path / "out.mask.npy")
+    assert vectors.shape[0] == 7
+    assert mask.tolist() == [True, False, False, False, False, True, False]
+    reported = [json.loads(line) for line in errors.read_text().splitlines()]
+    assert [entry["line"] for entry in reported] == [2, 3, 4, 5, 7]
+    reasons = " | ".join(entry["error"] for entry in reported)
+    for reason in ("invalid JSON", "corrupt", "empty line", "unknown key", "placeholder"):
+        assert reason in reasons
+    assert not vectors[~mask].any()
+    np.testing.assert_allclose(np.linalg.norm(vectors[mask], axis=1), 1.0, atol=1e-5)
+
+
+def test_parquet_output_keeps_ids(tmp_path, legacy_checkpoint):
+    pq = pytest.importorskip("pyarrow.parquet")
+    items = _write(tmp_path / "items.jsonl", [{"id": "doc-1", "text": "one"}, {"id": 2, "image": "missing.png"}])
+    out = tmp_path / "out.parquet"
+    assert (
+        main(
+            [
+                "encode",
+                str(items),
+                "--model",
+                str(legacy_checkpoint),
+                "--output",
+                str(out),
+                "--device",
+                "cpu",
+                "--on-error",
+                "skip",
+            ]
+        )
+        == 0
+    )
+    table = pq.read_table(out).to_pydict()
+    assert table["id"] == ["doc-1", "2"] and table["ok"] == [True, False] and table["line"] == [1, 2]
+    assert table["embedding"][1] is None and len(table["embedding"][0]) == 64
+    assert (tmp_path / "out.errors.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--output", "out.txt"], "must end with .npy or .parquet"),
+        (["--output", "o.npy", "--errors", "e.jsonl"], "--errors only applies"),
+        (
+            ["--output", "o.npy", "--dtype", "float32", "--video-min-frames", "9", "--video-max-frames", "4"],
+            "video_min_frames",
+        ),
+    ],
+)
+def test_bad_usage_is_one_line(items_file, legacy_checkpoint, argv, message, capsys):
+    code = main(["encode", str(items_file), "--model", str(legacy_checkpoint), "--device", "cpu", *argv])
+    err = capsys.readouterr().err
+    assert code == 1 and message in err and "Traceback" not in err
+
+
+def test_missing_items_file_and_model(tmp_path, legacy_checkpoint, capsys):
+    assert (
+        main(
+            [
+                "encode",
+                str(tmp_path / "none.jsonl"),
+                "--model",
+                str(legacy_checkpoint),
+                "--output",
+                str(tmp_path / "o.npy"),
+            ]
+        )
+        == 1
+    )
+    assert "none.jsonl: file not found" in capsys.readouterr().err
+    items = _write(tmp_path / "i.jsonl", ['"plain string item"'])
+    assert main(["encode", str(items), "--model", str(tmp_path / "nothing"), "--output", str(tmp_path / "o.npy")]) == 1
+    assert "not a checkpoint folder" in capsys.readouterr().err
+
+
+def test_help_lists_the_contract(capsys):
+    with pytest.raises(SystemExit):
+        main(["encode", "--help"])
+    text = capsys.readouterr().out
+    for flag in (
+        "--model",
+        "--output",
+        "--batch-size",
+        "--device",
+        "--dtype",
+        "--video-fps",
+        "--video-min-frames",
+        "--video-max-frames",
+        "--video-frames",
+        "--video-max-pixels",
+        "--image-min-pixels",
+        "--image-max-pixels",
+        "--on-error",
+        "--errors",
+    ):
+        assert flag in text
+
+
+def test_demo_offline_runs(tmp_path, capsys):
+    assert main(["demo", "--offline", "--output-dir", str(tmp_path / "demo"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "TINY RANDOM checkpoint" in out and "a red circle" in out
+    assert np.load(tmp_path / "demo" / "corpus.npy").shape[0] == len(
+        (tmp_path / "demo" / "items.jsonl").read_text().splitlines()
+    )
