@@ -245,7 +245,16 @@ def test_help_lists_the_contract(capsys):
 def test_demo_offline_runs(tmp_path, capsys):
     assert main(["demo", "--offline", "--output-dir", str(tmp_path / "demo"), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "TINY RANDOM checkpoint" in out and "a red circle" in out
-    assert np.load(tmp_path / "demo" / "corpus.npy").shape[0] == len(
-        (tmp_path / "demo" / "items.jsonl").read_text().splitlines()
-    )
+    assert "TINY RANDOM checkpoint" in out and "an astronaut in a spacesuit" in out
+    corpus = tmp_path / "demo" / "corpus"
+    photos = sorted(p.name for p in (corpus / "photos").glob("*.jpg"))
+    assert "astronaut.jpg" in photos and len(photos) == 7
+    from unite.index import open_store
+
+    ids = set(open_store(tmp_path / "demo" / "index").content_hashes())
+    # 48 frames at 8 fps = 6 s, indexed as 2 s clips; 24 frames = 3 s gives a 2 s clip and a 1 s tail
+    assert {f"clips/traffic_light.mp4#t={a},{b}" for a, b in ((0, 2), (2, 4), (4, 6))} <= ids
+    assert {"clips/red_ball.mp4#t=0,2", "clips/red_ball.mp4#t=2,3", "notes/cat.txt", "photos/astronaut.jpg"} <= ids
+    assert len(ids) == 7 + 3 + 2 + 3
+    page = (tmp_path / "demo" / "results.html").read_text()
+    assert "TINY RANDOM" in page and page.count("data:image/jpeg;base64,") >= 5

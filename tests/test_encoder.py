@@ -244,3 +244,9 @@ def test_torch_output_and_pil_inputs(encoder, media_dir):
     as_torch = encoder.encode([image, {"image": np.asarray(image.convert("RGB"))}], convert_to="torch")
     assert isinstance(as_torch, torch.Tensor)
     np.testing.assert_allclose(as_torch.numpy(), encoder.encode([{"image": str(media_dir / "a.png")}] * 2), atol=1e-6)
+
+
+def test_tied_lm_head_points_at_the_loaded_embeddings(encoder):
+    model = encoder.model
+    assert model.config.tie_word_embeddings
+    assert model.lm_head.weight is model.model.language_model.embed_tokens.weight

@@ -124,8 +124,8 @@ class EncodingSettings:
     normalize: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "position_scheme", _enum(PositionScheme, self.position_scheme, "position_scheme"))
-        object.__setattr__(self, "truncation", _enum(Truncation, self.truncation, "truncation"))
+        object.__setattr__(self, "position_scheme", parse_enum(PositionScheme, self.position_scheme, "position_scheme"))
+        object.__setattr__(self, "truncation", parse_enum(Truncation, self.truncation, "truncation"))
         positive = {
             "image_min_pixels": self.image_min_pixels,
             "image_max_pixels": self.image_max_pixels,
@@ -183,7 +183,8 @@ class EncodingSettings:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
 
-def _enum(kind: type[enum.Enum], value: Any, name: str) -> Any:
+def parse_enum(kind: type[enum.Enum], value: Any, name: str) -> Any:
+    """``kind(value)``, or a :class:`ConfigError` naming the setting and the choices."""
     try:
         return kind(value)
     except ValueError:

@@ -7,6 +7,7 @@ special tokens, with a byte-level BPE tokenizer trained here on a few sentences.
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -315,3 +316,61 @@ def frame_number(frame: np.ndarray, frames: int) -> int:
     """Recover the index of a decoded :func:`make_video` frame from its mean brightness."""
     level = float(np.asarray(frame, dtype=np.float64).mean()) - 19.5
     return min(range(frames), key=lambda index: abs(frame_level(index) - level))
+
+
+# ------------------------------------------------------------------------------------------- training data
+
+SHAPE_COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (30, 60, 220), "yellow": (230, 200, 20)}
+SHAPES = ("circle", "square", "triangle")
+
+
+def draw_shape(colour: str, shape: str, seed: int, size: int = 84) -> Any:
+    """A PIL image of one coloured shape at a random place and scale on a white background."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    extent = int(rng.integers(size // 3, size - 8))
+    x, y = (int(v) for v in rng.integers(2, size - extent - 2, size=2))
+    box = [x, y, x + extent, y + extent]
+    fill = SHAPE_COLOURS[colour]
+    if shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif shape == "square":
+        draw.rectangle(box, fill=fill)
+    else:
+        draw.polygon([(x + extent // 2, y), (x, y + extent), (x + extent, y + extent)], fill=fill)
+    return image
+
+
+def make_shapes_dataset(folder: str | Path, per_class: int = 8, seed: int = 0, prefix: str = "train") -> Path:
+    """Write images of coloured shapes with captions as UNITE pairs (``{prefix}.jsonl``); 12 classes.
+
+    Each record is ``{"query": {"text": "a red circle"}, "candidate": {"image": ...}, "target_modal": "image"}``
+    plus a text-to-text pair per class (``"a red circle"`` to ``"a circle coloured red"``) so that the modality
+    mix has more than one target modality.
+    """
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for colour in SHAPE_COLOURS:
+        for shape in SHAPES:
+            for index in range(per_class):
+                name = f"images/{prefix}_{colour}_{shape}_{index}.png"
+                draw_shape(colour, shape, seed=zlib.crc32(f"{seed}/{prefix}/{colour}/{shape}/{index}".encode())).save(
+                    folder / name
+                )
+                lines.append(
+                    {
+                        "query": {"text": f"a {colour} {shape}"},
+                        "candidate": {"image": name},
+                        "target_modal": "image",
+                        "id": f"{colour}-{shape}-{index}",
+                    }
+                )
+            caption = {"text": f"a {shape} coloured {colour}"}
+            lines.append({"query": {"text": f"a {colour} {shape}"}, "candidate": caption, "target_modal": "text"})
+    path = folder / f"{prefix}.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from unite import __version__
-from unite.cli import demo, encode, tools
+from unite.cli import data, demo, encode, eval, index, search, serve, tools, train
 from unite.errors import UniteError
 
 __all__ = ["build_parser", "main"]
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"unite-embed {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (encode, demo, tools):
+    for module in (encode, demo, index, search, serve, tools, eval, train, data):
         module.add_parser(commands)
     return parser
 
@@ -30,7 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``unite``; returns the exit status (0 ok, 1 failed, 2 bad usage, 130 interrupted)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "command", None) != "train":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
@@ -42,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"unite: error: {error}\n")
         return 1
     except KeyboardInterrupt:
-        sys.stderr.write("unite: interrupted; nothing was written\n")
+        sys.stderr.write("unite: interrupted\n")
         return 130
     except Exception as error:  # the last line of defence: one line, never a raw traceback
         if args.debug:

@@ -112,6 +112,15 @@ class UniteEncoder:
         torch_dtype = resolve_dtype(dtype, target)
         attention = _attention(attn_implementation)
         folder = resolve_checkpoint(name_or_path, revision=revision, token=token, local_files_only=local_files_only)
+        if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
+            return cls._from_adapter(
+                folder,
+                device=target,
+                dtype=torch_dtype,
+                attn_implementation=attention,
+                settings=settings,
+                **setting_overrides,
+            )
         if settings is None:
             settings = _read_settings(folder)
         settings = settings.replace(**setting_overrides)
@@ -122,6 +131,8 @@ class UniteEncoder:
         if config.model_type != "qwen2_vl":
             raise CheckpointError(f"{folder / 'config.json'}: model_type is {config.model_type!r}, expected 'qwen2_vl'")
         config._attn_implementation = attention
+        local = Path(name_or_path).expanduser()
+        config._name_or_path = str(local.resolve()) if local.is_dir() else str(name_or_path)  # recorded by adapters
         with no_init_weights():
             model = UniteQwen2VL._from_config(config, dtype=torch_dtype)
         load_weights(model, folder)
@@ -131,6 +142,25 @@ class UniteEncoder:
         except Exception as error:  # tokenizer loading raises OSError, ValueError, or library-specific errors
             raise CheckpointError(f"{folder}: cannot load the tokenizer ({error})") from None
         return cls(model, tokenizer, settings, name_or_path=str(name_or_path))
+
+    @classmethod
+    def _from_adapter(cls, folder: Path, settings: EncodingSettings | None = None, **kwargs: Any) -> UniteEncoder:
+        """A LoRA adapter folder: load the base it records, strictly, and merge the adapter into it."""
+        try:
+            from peft import PeftModel
+        except ImportError:
+            raise CheckpointError(
+                f"{folder} holds a LoRA adapter; loading it needs peft: pip install 'unite-embed[train]'"
+            ) from None
+        base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if not base:
+            raise CheckpointError(f"{folder / 'adapter_config.json'}: no base_model_name_or_path recorded")
+        encoder = cls.from_pretrained(base, settings=settings, **kwargs)
+        try:
+            merged = PeftModel.from_pretrained(encoder.model, str(folder)).merge_and_unload()
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            raise CheckpointError(f"{folder}: cannot apply the LoRA adapter to {base} ({error})") from None
+        return cls(merged, encoder.tokenizer, encoder.settings, name_or_path=str(folder))
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """Write weights, tokenizer and encoding settings; the folder loads back to identical embeddings."""

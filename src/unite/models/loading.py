@@ -177,6 +177,10 @@ def load_weights(model: torch.nn.Module, folder: Path) -> str:
     if wrong:
         raise CheckpointError(f"{folder}: tensor shapes differ from the config: {'; '.join(wrong[:5])}")
     model.load_state_dict(state, strict=False)
+    if tied:
+        model.tie_weights()  # the model was built without initialisation: point lm_head at the loaded embeddings
+        if model.get_output_embeddings().weight is not model.get_input_embeddings().weight:
+            model.get_output_embeddings().weight = model.get_input_embeddings().weight
     logger.info("loaded %d tensors from %s (%s layout)", len(state), folder, layout)
     return layout
 

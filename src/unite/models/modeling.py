@@ -84,7 +84,26 @@ class UniteQwen2VL(Qwen2VLForConditionalGeneration):
             use_cache=False,
         )
         embeddings = last_token_pool(outputs.last_hidden_state, attention_mask).float()
+        if self.training and pixel_values is None and pixel_values_videos is None:
+            embeddings = embeddings + 0.0 * self._idle_vision()
         return F.normalize(embeddings, dim=-1) if normalize else embeddings
+
+    def _idle_vision(self) -> torch.Tensor:
+        """Run the vision tower on one blank 28x28 image and return 0-weighted output.
+
+        In training, every rank must call the same modules each step: sharded engines (ZeRO-3, FSDP) gather a
+        module's weights collectively, and a rank whose batch holds only text would otherwise skip the vision
+        tower while the others wait for it.
+        """
+        visual = self.model.visual
+        patch = visual.patch_embed
+        size = patch.in_channels * patch.temporal_patch_size * patch.patch_size**2
+        weight = next(visual.parameters())
+        pixels = torch.zeros(4, size, dtype=weight.dtype, device=weight.device)
+        grid = torch.tensor([[1, 2, 2]], device=weight.device)
+        out = visual(pixels, grid_thw=grid)
+        out = getattr(out, "pooler_output", out)
+        return out.float().sum()
 
     def position_ids(
         self,

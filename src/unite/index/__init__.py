@@ -1,0 +1,41 @@
+"""Durable multimodal indexes: a small store interface, LanceDB (default) and Qdrant backends, incremental builds.
+
+Nothing here knows about models: builds take an embed callable, searches take a query vector.
+"""
+
+from __future__ import annotations
+
+from unite.index.build import BuildReport, build_index, plan_build
+from unite.index.sources import Entry, scan_folder, scan_jsonl, scan_source
+from unite.index.store import (
+    BACKENDS,
+    DEFAULT_ANN_THRESHOLD,
+    Hit,
+    IndexManifest,
+    Record,
+    VectorStore,
+    create_store,
+    modality_name,
+    open_store,
+    read_manifest,
+)
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_ANN_THRESHOLD",
+    "BuildReport",
+    "Entry",
+    "Hit",
+    "IndexManifest",
+    "Record",
+    "VectorStore",
+    "build_index",
+    "create_store",
+    "modality_name",
+    "open_store",
+    "plan_build",
+    "read_manifest",
+    "scan_folder",
+    "scan_jsonl",
+    "scan_source",
+]

@@ -1,0 +1,172 @@
+"""Incremental, resumable index builds: encode only new or changed entries, commit in small batches.
+
+Every batch is one atomic commit, so a build that is killed loses at most the batch in flight; the index stays
+searchable, and the next build picks up where it stopped (committed entries carry their content hash and are
+skipped). The encoder is any callable, so this module knows nothing about models.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from unite.errors import UniteError
+from unite.index.sources import Entry, materialize
+from unite.index.store import Record, VectorStore
+from unite.settings import EncodingSettings
+
+__all__ = ["DEFAULT_COMMIT_EVERY", "BuildPlan", "BuildReport", "EmbedResult", "build_index", "plan_build"]
+
+logger = logging.getLogger(__name__)
+
+#: Entries encoded and committed together; a killed build loses at most this many.
+DEFAULT_COMMIT_EVERY = 64
+
+
+class EmbedResult(Protocol):
+    """What the embed callable returns (``UniteEncoder.encode_with_errors`` fits)."""
+
+    embeddings: np.ndarray
+    ok: np.ndarray
+    errors: list[tuple[int, str]]
+
+
+@dataclass
+class BuildPlan:
+    """What a build will do: entries to encode (new and changed) and stale ids to delete."""
+
+    encode: list[Entry]
+    unchanged: int
+    changed: int
+    delete: list[str]
+
+
+@dataclass
+class BuildReport:
+    """What a build did."""
+
+    scanned: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    ann_index: bool = False
+
+    @property
+    def encoded(self) -> int:
+        return self.added + self.updated
+
+    def summary(self) -> str:
+        return (
+            f"{self.scanned} scanned: {self.added} added, {self.updated} updated, {self.unchanged} unchanged, "
+            f"{self.deleted} deleted, {len(self.failed)} failed in {self.seconds:.1f} s"
+        )
+
+
+def plan_build(entries: Sequence[Entry], existing: dict[str, tuple[str, str]], sync: bool = False) -> BuildPlan:
+    """Compare scanned entries with the store's ``{id: (source, hash)}``.
+
+    Stale ids of a source that is still there (clips of a video whose clip layout changed) are always deleted;
+    ids of sources that are gone only with ``sync``.
+    """
+    current = {entry.id for entry in entries}
+    sources = {entry.source for entry in entries}
+    encode = [entry for entry in entries if existing.get(entry.id, ("", ""))[1] != entry.content_hash]
+    changed = sum(1 for entry in encode if entry.id in existing)
+    delete = [
+        record_id
+        for record_id, (source, _) in existing.items()
+        if record_id not in current and (sync or source in sources)
+    ]
+    return BuildPlan(encode, len(entries) - len(encode), changed, delete)
+
+
+def build_index(
+    store: VectorStore,
+    entries: Sequence[Entry],
+    embed: Callable[[list[Any]], EmbedResult],
+    settings: EncodingSettings | None = None,
+    sync: bool = False,
+    commit_every: int = DEFAULT_COMMIT_EVERY,
+    progress: Callable[[int], None] | None = None,
+) -> BuildReport:
+    """Bring ``store`` up to date with ``entries``.
+
+    Args:
+        store: the open index.
+        entries: from :func:`unite.index.sources.scan_source`.
+        embed: items -> result with ``embeddings`` (N, D), ``ok`` (N,) and ``errors`` [(index, reason)].
+        settings: encoding settings, used to decode clips.
+        sync: also delete the entries of sources that are gone.
+        commit_every: entries per encode-and-commit batch.
+        progress: called with the number of entries just handled.
+
+    Returns:
+        What was added, updated, deleted and what failed (failed entries are retried by the next build).
+    """
+    started = time.perf_counter()
+    settings = settings or EncodingSettings()
+    existing = store.content_hashes()
+    plan = plan_build(entries, existing, sync=sync)
+    report = BuildReport(scanned=len(entries), unchanged=plan.unchanged)
+    if plan.delete:
+        store.delete(plan.delete)
+        report.deleted = len(plan.delete)
+    for start in range(0, len(plan.encode), commit_every):
+        batch = plan.encode[start : start + commit_every]
+        records = _encode_batch(batch, embed, settings, report)
+        store.upsert(records)
+        for record in records:
+            if record.id in existing:
+                report.updated += 1
+            else:
+                report.added += 1
+        if progress is not None:
+            progress(len(batch))
+    report.ann_index = store.optimize()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _encode_batch(
+    batch: list[Entry], embed: Callable[[list[Any]], EmbedResult], settings: EncodingSettings, report: BuildReport
+) -> list[Record]:
+    items: list[Any] = []
+    ready: list[Entry] = []
+    for entry in batch:
+        try:
+            items.append(materialize(entry, settings))
+            ready.append(entry)
+        except UniteError as error:
+            report.failed.append((entry.id, str(error)))
+    if not items:
+        return []
+    result = embed(items)
+    reasons = dict(result.errors)
+    records = []
+    for index, entry in enumerate(ready):
+        if not result.ok[index]:
+            report.failed.append((entry.id, reasons.get(index, "not embedded")))
+            continue
+        records.append(
+            Record(
+                id=entry.id,
+                vector=np.asarray(result.embeddings[index], dtype=np.float32),
+                modality=entry.modality,
+                source=entry.source,
+                content_hash=entry.content_hash,
+                path=entry.path,
+                start=entry.start,
+                end=entry.end,
+                text=entry.text,
+                metadata=entry.metadata,
+            )
+        )
+    return records

@@ -1,0 +1,133 @@
+"""Qdrant backend: a Qdrant server reached by URL (distributed, HNSW built by the server), or Qdrant's
+embedded local mode in ``DIR/qdrant`` (the same client API, used by the tests)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unite.errors import ConfigError
+from unite.index.store import Hit, IndexManifest, Record, VectorStore, _check_vector, check_modality, modality_name
+
+__all__ = ["QdrantStore"]
+
+_ID_NAMESPACE = uuid.UUID("6f1c3a52-52f5-4c1e-9a57-8e0c2f5b9d10")
+_SCROLL_PAGE = 1024
+
+
+def _point_id(record_id: str) -> str:
+    """Qdrant ids are integers or UUIDs; ours are strings, mapped by a UUID5 and kept in the payload."""
+    return str(uuid.uuid5(_ID_NAMESPACE, record_id))
+
+
+class QdrantStore(VectorStore):
+    """``manifest.url`` set: a Qdrant server; unset: embedded local mode in ``DIR/qdrant`` (one process at a time)."""
+
+    def __init__(self, folder: Path, manifest: IndexManifest, api_key: str | None = None) -> None:
+        try:
+            from qdrant_client import QdrantClient, models
+        except ImportError:
+            raise ConfigError("the Qdrant backend needs qdrant-client: pip install 'unite-embed[index]'") from None
+        self.manifest = manifest
+        self._models = models
+        if manifest.url:
+            self._client = QdrantClient(url=manifest.url, api_key=api_key)
+        else:
+            self._client = QdrantClient(path=str(Path(folder) / "qdrant"))
+        self._name = manifest.collection
+        if not self._client.collection_exists(self._name):
+            self._client.create_collection(
+                self._name,
+                vectors_config=models.VectorParams(size=manifest.dim, distance=models.Distance.COSINE),
+            )
+            if manifest.url:  # payload indexes exist only on a server; local mode filters by scanning
+                self._client.create_payload_index(self._name, "modality", models.PayloadSchemaType.INTEGER)
+                self._client.create_payload_index(self._name, "uid", models.PayloadSchemaType.KEYWORD)
+
+    def upsert(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        points = [
+            self._models.PointStruct(
+                id=_point_id(r.id),
+                vector=_check_vector(r.vector, self.manifest.dim).tolist(),
+                payload={
+                    "uid": r.id,
+                    "modality": int(r.modality),
+                    "source": r.source,
+                    "content_hash": r.content_hash,
+                    "path": r.path,
+                    "start": r.start,
+                    "end": r.end,
+                    "text": r.text,
+                    "metadata": r.metadata,
+                },
+            )
+            for r in records
+        ]
+        self._client.upsert(self._name, points=points, wait=True)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            selector = self._models.PointIdsList(points=[_point_id(i) for i in ids])
+            self._client.delete(self._name, points_selector=selector, wait=True)
+
+    def content_hashes(self) -> dict[str, tuple[str, str]]:
+        result: dict[str, tuple[str, str]] = {}
+        offset = None
+        while True:
+            points, offset = self._client.scroll(
+                self._name, limit=_SCROLL_PAGE, offset=offset, with_payload=["uid", "source", "content_hash"]
+            )
+            for point in points:
+                result[point.payload["uid"]] = (point.payload["source"], point.payload["content_hash"])
+            if offset is None:
+                return result
+
+    def get(self, record_id: str) -> Hit | None:
+        points = self._client.retrieve(self._name, ids=[_point_id(record_id)], with_payload=True)
+        return _hit(points[0].payload, 0.0) if points else None
+
+    def search(self, vector: np.ndarray, k: int = 10, modality: int | None = None, exact: bool = False) -> list[Hit]:
+        models = self._models
+        vector = _check_vector(vector, self.manifest.dim)
+        modality = check_modality(modality)
+        query_filter = None
+        if modality is not None:
+            condition = models.FieldCondition(key="modality", match=models.MatchValue(value=modality))
+            query_filter = models.Filter(must=[condition])
+        response = self._client.query_points(
+            self._name,
+            query=vector.tolist(),
+            query_filter=query_filter,
+            limit=k,
+            with_payload=True,
+            search_params=models.SearchParams(exact=exact),
+        )
+        return [_hit(point.payload, float(point.score)) for point in response.points]
+
+    def count(self) -> int:
+        return int(self._client.count(self._name, exact=True).count)
+
+    def optimize(self) -> bool:
+        return bool(self.manifest.url)  # a server builds HNSW segments itself; local mode is exact
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _hit(payload: dict[str, Any], score: float) -> Hit:
+    return Hit(
+        id=payload["uid"],
+        score=score,
+        modality=modality_name(int(payload["modality"])),
+        path=payload.get("path") or "",
+        start=payload.get("start"),
+        end=payload.get("end"),
+        text=payload.get("text") or "",
+        metadata=payload.get("metadata") or {},
+    )

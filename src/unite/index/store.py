@@ -1,0 +1,246 @@
+"""The small store interface every backend implements, the records it holds and the index manifest.
+
+An index is a folder holding ``unite_index.json`` (the manifest: backend, model, encoding settings, embedding
+size) beside the backend's own files. The manifest records how the corpus was encoded so that a query is always
+encoded the same way. Nothing here knows about models: vectors arrive as numpy arrays.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unite.errors import ConfigError
+from unite.types import Modality
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_ANN_THRESHOLD",
+    "MANIFEST_FILE",
+    "Hit",
+    "IndexManifest",
+    "Record",
+    "VectorStore",
+    "create_store",
+    "modality_name",
+    "open_store",
+    "read_manifest",
+]
+
+MANIFEST_FILE = "unite_index.json"
+MANIFEST_FORMAT = 1
+BACKENDS = ("lancedb", "qdrant")
+#: Rows from which an approximate (ANN) index is built; below it exact search is fast enough.
+DEFAULT_ANN_THRESHOLD = 50_000
+
+
+def modality_name(bits: int) -> str:
+    """``1`` -> ``text``, ``3`` -> ``text+image`` (the bits of REFERENCE.md section 5)."""
+    names = [name for flag, name in ((1, "text"), (2, "image"), (4, "video")) if bits & flag]
+    return "+".join(names) or "none"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One indexed entry: a file, a clip of a video file, or a JSONL item.
+
+    Attributes:
+        id: unique key; for a folder source the path relative to it, for a clip ``path#t=START,END``.
+        vector: (D,) float32, L2-normalised.
+        modality: bits text=1, image=2, video=4.
+        source: groups the records of one source file or JSONL line (for clips and --sync).
+        content_hash: sha256 of what was encoded; a change triggers re-encoding.
+        path: the media or text file shown and thumbnailed, absolute; empty for inline text.
+        start, end: the clip's time range in seconds, or ``None`` for a whole item.
+        text: the item's text (shown in results), possibly shortened.
+        metadata: free JSON metadata from the source.
+    """
+
+    id: str
+    vector: np.ndarray
+    modality: int
+    source: str
+    content_hash: str
+    path: str = ""
+    start: float | None = None
+    end: float | None = None
+    text: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A search result (or a looked-up record, with ``score`` 0)."""
+
+    id: str
+    score: float
+    modality: str
+    path: str
+    start: float | None
+    end: float | None
+    text: str
+    metadata: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class IndexManifest:
+    """What ``unite_index.json`` holds: enough to reopen the store and to encode queries like the corpus."""
+
+    backend: str
+    model: str
+    settings: dict[str, Any]
+    dim: int
+    ann_threshold: int = DEFAULT_ANN_THRESHOLD
+    url: str | None = None
+    collection: str = "unite"
+    format: int = MANIFEST_FORMAT
+
+    def write(self, folder: Path) -> None:
+        """Write atomically (a temporary file renamed over the old one)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(dir=folder, prefix=".manifest-", suffix=".tmp")
+        with os.fdopen(handle, "w") as stream:
+            json.dump(asdict(self), stream, indent=2)
+            stream.write("\n")
+        Path(name).replace(folder / MANIFEST_FILE)
+
+
+def read_manifest(folder: str | Path) -> IndexManifest:
+    """Read ``DIR/unite_index.json``.
+
+    Raises:
+        ConfigError: the folder is not an index, or the manifest is malformed (naming the file and field).
+    """
+    path = Path(folder) / MANIFEST_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{folder}: not a unite index (no {MANIFEST_FILE}); build one with `unite index build`"
+        ) from None
+    except (OSError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read the index manifest ({error})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    for key, kind in (("backend", str), ("model", str), ("settings", dict), ("dim", int)):
+        if not isinstance(data.get(key), kind):
+            raise ConfigError(f"{path}: field '{key}' must be a {kind.__name__}, got {data.get(key)!r}")
+    if data.get("format", MANIFEST_FORMAT) > MANIFEST_FORMAT:
+        raise ConfigError(f"{path}: format {data['format']} is newer than this unite-embed reads ({MANIFEST_FORMAT})")
+    known = set(IndexManifest.__dataclass_fields__)
+    return IndexManifest(**{key: value for key, value in data.items() if key in known})
+
+
+class VectorStore(abc.ABC):
+    """Vectors with their modality and metadata; every write is one atomic commit."""
+
+    manifest: IndexManifest
+
+    @abc.abstractmethod
+    def upsert(self, records: Sequence[Record]) -> None:
+        """Insert or replace records by id, in one commit."""
+
+    @abc.abstractmethod
+    def delete(self, ids: Sequence[str]) -> None:
+        """Remove records by id (unknown ids are ignored)."""
+
+    @abc.abstractmethod
+    def content_hashes(self) -> dict[str, tuple[str, str]]:
+        """``{id: (source, content_hash)}`` of every record."""
+
+    @abc.abstractmethod
+    def get(self, record_id: str) -> Hit | None:
+        """The record with this id (score 0), or ``None``."""
+
+    @abc.abstractmethod
+    def search(self, vector: np.ndarray, k: int = 10, modality: int | None = None, exact: bool = False) -> list[Hit]:
+        """The ``k`` nearest records by cosine similarity, best first.
+
+        Args:
+            vector: (D,) float32 query embedding.
+            k: how many hits.
+            modality: keep only records whose modality bits equal this (filtered inside the database).
+            exact: bypass the approximate index.
+        """
+
+    @abc.abstractmethod
+    def count(self) -> int:
+        """Number of records."""
+
+    def optimize(self) -> bool:
+        """Compact storage; build the approximate index once the store holds ``ann_threshold`` rows.
+
+        Returns whether an approximate index now exists.
+        """
+        return False
+
+    def close(self) -> None:  # noqa: B027 (optional hook)
+        """Release files and connections."""
+
+
+def _check_vector(vector: np.ndarray, dim: int) -> np.ndarray:
+    vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if vector.shape[0] != dim:
+        raise ConfigError(f"query vector has {vector.shape[0]} dimensions, the index holds {dim}")
+    return vector
+
+
+def check_modality(modality: int | None) -> int | None:
+    if modality is None:
+        return None
+    return int(Modality.parse(modality))
+
+
+def open_store(folder: str | Path, api_key: str | None = None) -> VectorStore:
+    """Open the index in ``folder`` with the backend its manifest names."""
+    folder = Path(folder)
+    return _backend(read_manifest(folder), folder, api_key)
+
+
+def create_store(folder: str | Path, manifest: IndexManifest, api_key: str | None = None) -> VectorStore:
+    """Open the index in ``folder``, creating it when absent.
+
+    Raises:
+        ConfigError: the folder holds an index built with another model, encoding settings or backend (a query
+            must be encoded the way the corpus was; use a new folder).
+    """
+    folder = Path(folder)
+    if manifest.backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {manifest.backend!r}; expected one of {', '.join(BACKENDS)}")
+    if (folder / MANIFEST_FILE).exists():
+        existing = read_manifest(folder)
+        for name in ("backend", "model", "settings", "dim", "url", "collection"):
+            if getattr(existing, name) != getattr(manifest, name):
+                raise ConfigError(
+                    f"{folder / MANIFEST_FILE}: the index was built with {name}={getattr(existing, name)!r}, "
+                    f"this build asks for {getattr(manifest, name)!r}; use the same {name} or a new --index folder"
+                )
+        if existing.ann_threshold != manifest.ann_threshold:
+            manifest.write(folder)
+        return _backend(manifest, folder, api_key)
+    store = _backend(manifest, folder, api_key)
+    manifest.write(folder)
+    return store
+
+
+def _backend(manifest: IndexManifest, folder: Path, api_key: str | None) -> VectorStore:
+    if manifest.backend == "lancedb":
+        from unite.index.lance import LanceStore
+
+        return LanceStore(folder, manifest)
+    if manifest.backend == "qdrant":
+        from unite.index.qdrant import QdrantStore
+
+        return QdrantStore(folder, manifest, api_key=api_key)
+    raise ConfigError(f"{folder / MANIFEST_FILE}: unknown backend {manifest.backend!r}")

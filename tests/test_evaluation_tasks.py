@@ -1,0 +1,259 @@
+"""Task specs, the registry of the paper's benchmarks, and the loader of every public layout on stand-ins."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+
+from unite.cli.main import main
+from unite.errors import ConfigError, InputError, UniteError
+from unite.evaluation import GROUPS, REGISTRY, Direction, Layout, TaskSpec, load_task_data, load_task_spec
+from unite.evaluation.harness import resolve_tasks
+from unite.evaluation.registry import MMEB_AGGREGATES
+from unite.evaluation.synthetic import build_stand_in, caption, write_generic_task
+
+# ------------------------------------------------------------------------------------------------ generic
+
+
+@pytest.fixture()
+def generic_task(tmp_path: Path) -> Path:
+    return write_generic_task(tmp_path / "task", count=4)
+
+
+def test_generic_task_loads_by_the_format(generic_task):
+    spec, folder = load_task_spec(generic_task)
+    assert spec.name == "synthetic-generic" and spec.main_metric == "ndcg@10"
+    data = load_task_data(spec, folder)
+    assert [e.id for e in data.queries] == ["q0", "q1", "q2", "q3"]
+    assert data.queries[0].item.text == caption(0)
+    assert data.corpus[1].item.images == (str(folder / "images" / "d1.png"),)  # relative to the task folder
+    assert data.qrels["q0"] == {"d0": 1, "d1": 2}  # the header line of qrels.tsv is skipped
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    path.write_text(path.read_text().replace(old, new))
+
+
+def test_missing_file_is_named(generic_task):
+    (generic_task.parent / "corpus.jsonl").unlink()
+    spec, folder = load_task_spec(generic_task)
+    with pytest.raises(ConfigError, match=r"corpus file .*corpus\.jsonl not found \(files\.corpus"):
+        load_task_data(spec, folder)
+
+
+def test_unknown_metric_and_field_are_named(generic_task):
+    _edit(generic_task, "ndcg@10, mrr@10", "ndcg@10, mrrr@10")
+    with pytest.raises(ConfigError, match=r"task\.yaml: unknown metric 'mrrr@10'"):
+        load_task_spec(generic_task)
+    generic_task.write_text("name: x\nquery_file: q.jsonl\n")
+    with pytest.raises(ConfigError, match=r"task\.yaml: unknown field\(s\) query_file"):
+        load_task_spec(generic_task)
+    generic_task.write_text("name: x\nsettings: {video_frame: 4}\n")
+    with pytest.raises(ConfigError, match="unknown encoding setting"):
+        load_task_spec(generic_task)
+
+
+def test_qrels_pointing_at_unknown_ids_are_named_by_line(generic_task):
+    qrels = generic_task.parent / "qrels.tsv"
+    qrels.write_text(qrels.read_text() + "q1\td9\t1\n")
+    spec, folder = load_task_spec(generic_task)
+    with pytest.raises(InputError, match=r"qrels\.tsv:7: corpus id 'd9' is not in corpus\.jsonl"):
+        load_task_data(spec, folder)
+    qrels.write_text("qx\td0\t1\n")
+    with pytest.raises(InputError, match=r"qrels\.tsv:1: query id 'qx' is not in queries\.jsonl"):
+        load_task_data(spec, folder)
+    qrels.write_text("q0\td0\t1\nq1\td1\thigh\n")
+    with pytest.raises(InputError, match=r"qrels\.tsv:2: relevance must be an integer"):
+        load_task_data(spec, folder)
+
+
+def test_bad_query_lines_are_named(generic_task):
+    queries = generic_task.parent / "queries.jsonl"
+    queries.write_text('{"id": "q0", "text": "a"}\n{"id": "q0", "text": "b"}\n')
+    spec, folder = load_task_spec(generic_task)
+    with pytest.raises(InputError, match=r"queries\.jsonl:2: duplicate id 'q0'"):
+        load_task_data(spec, folder)
+    queries.write_text('{"text": "a"}\n')
+    with pytest.raises(InputError, match=r"queries\.jsonl:1: missing 'id'"):
+        load_task_data(spec, folder)
+
+
+def test_queries_without_judgements_are_dropped_and_counted(generic_task):
+    qrels = generic_task.parent / "qrels.tsv"
+    qrels.write_text("q0\td0\t1\nq1\td1\t0\n")
+    spec, folder = load_task_spec(generic_task)
+    data = load_task_data(spec, folder)
+    assert [e.id for e in data.queries] == ["q0"]
+    assert data.dropped_queries == ["q1", "q2", "q3"]
+
+
+def test_cli_reports_a_bad_spec_in_one_line_before_loading_a_model(generic_task, tmp_path, capsys):
+    _edit(generic_task, "main_metric: ndcg@10", "main_metric: ndcg@ten")
+    code = main(["eval", "--model", str(tmp_path / "no-model"), "--task", str(generic_task), "--output-dir", "x"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1 and "unknown metric 'ndcg@ten'" in err and "Traceback" not in err
+
+
+def test_cli_needs_its_arguments(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("UNITE_EVAL_DATA", raising=False)
+    assert main(["eval", "--task", "MSVD-T2V"]) == 1
+    assert "needs --model, --output-dir" in capsys.readouterr().err
+    assert main(["eval", "--model", "m", "--task", "MSVD-T2V", "--output-dir", str(tmp_path)]) == 1
+    assert "--data-root" in capsys.readouterr().err
+    assert main(["eval", "--model", "m", "--task", "NoSuchBench", "--output-dir", str(tmp_path)]) == 1
+    assert "unknown task 'NoSuchBench'" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------- registry
+
+
+def test_registry_holds_every_benchmark_of_the_paper():
+    mmeb = [REGISTRY[name] for name in GROUPS["mmeb"]]
+    assert len(mmeb) == 36 and len(GROUPS["mmeb-ind"]) == 20 and len(GROUPS["mmeb-ood"]) == 16
+    counts = {meta: len(GROUPS[f"mmeb-{meta}"]) for meta in ("classification", "vqa", "retrieval", "grounding")}
+    assert counts == {"classification": 10, "vqa": 10, "retrieval": 12, "grounding": 4}
+    assert all(spec.main_metric == "precision@1" and spec.layout is Layout.MMEB for spec in mmeb)
+    pairs = ["CaReBench-General", "CaReBench-Spatial", "CaReBench-Temporal", "MSRVTT-1K-A", "MSVD", "DiDeMo"]
+    images = ["ShareGPT4V-1K", "Urban1K", "DOCCI", "Flickr30K", "MSCOCO-5K"]
+    expected = [f"{name}-{d}" for name in pairs for d in ("T2V", "V2T")]
+    expected += [f"{name}-{d}" for name in images for d in ("T2I", "I2T")]
+    expected.append("WebVid-CoVR")
+    for name in expected:
+        assert REGISTRY[name].main_metric == "recall@1", name
+    assert len(REGISTRY) == 36 + len(expected)
+
+
+def test_registry_carries_the_papers_settings_and_numbers():
+    # REFERENCE.md section 4: 48 frames for MSR-VTT, MSVD, DiDeMo; 32 for CaReBench; 16 for WebVid-CoVR.
+    frames = {name: spec.settings.get("video_frames") for name, spec in REGISTRY.items()}
+    for name in ("MSRVTT-1K-A-T2V", "MSVD-V2T", "DiDeMo-T2V"):
+        assert frames[name] == 48
+    assert frames["CaReBench-Temporal-V2T"] == 32 and frames["WebVid-CoVR"] == 16
+    assert frames["Flickr30K-T2I"] is None and frames["MMEB-ImageNet-1K"] is None
+    # REFERENCE.md section 6.
+    assert REGISTRY["WebVid-CoVR"].paper == {"UNITE-Instruct 2B": 69.1, "UNITE-Instruct 7B": 72.5}
+    assert REGISTRY["CaReBench-Temporal-V2T"].paper == {"UNITE 2B": 50.0, "UNITE 7B": 55.4}
+    assert REGISTRY["DOCCI-I2T"].paper == {"UNITE 2B": 72.3, "UNITE 7B": 85.8}
+    assert REGISTRY["Flickr30K-T2I"].paper == {}
+    assert MMEB_AGGREGATES["Overall"]["UNITE-Instruct 7B"] == 70.3
+    assert MMEB_AGGREGATES["OOD"] == {"UNITE-Instruct 2B": 60.1, "UNITE-Instruct 7B": 66.3}
+
+
+def test_registered_tasks_need_a_data_root(monkeypatch, tmp_path):
+    monkeypatch.delenv("UNITE_EVAL_DATA", raising=False)
+    with pytest.raises(ConfigError, match="--data-root"):
+        resolve_tasks(["MSVD-T2V"])
+    monkeypatch.setenv("UNITE_EVAL_DATA", str(tmp_path))
+    [(spec, folder)] = resolve_tasks(["msvd-t2v"])
+    assert spec.name == "MSVD-T2V" and folder == tmp_path / "msvd"
+    assert len(resolve_tasks(["mmeb-grounding"])) == 4
+    with pytest.raises(ConfigError, match="given twice"):
+        resolve_tasks(["MSVD-T2V", "msvd-t2v"])
+
+
+def test_spec_validation():
+    with pytest.raises(ConfigError, match="task name"):
+        TaskSpec(name="a/b")
+    with pytest.raises(ConfigError, match="layout must be one of"):
+        TaskSpec(name="a", layout="mmeb-v2")
+    assert TaskSpec(name="a", main_metric="recall@50").metrics[0] == "recall@50"
+
+
+# ------------------------------------------------------------------------------------------ layouts, by rule
+
+STAND_IN_COUNT = 3
+
+
+@pytest.fixture(scope="module")
+def stand_ins(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    for spec in REGISTRY.values():
+        build_stand_in(spec, root, count=STAND_IN_COUNT)
+    return root
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_every_registered_task_loads_its_stand_in(stand_ins, name):
+    spec = REGISTRY[name]
+    data = load_task_data(spec, stand_ins / spec.data_dir)
+    data.check_media()
+    n = STAND_IN_COUNT
+    captions_per_item = 2 if spec.layout in (Layout.KARPATHY, Layout.MSVD) else 1
+    if spec.layout is Layout.MMEB:
+        assert len(data.queries) == n
+        for entry in data.queries:
+            pool = data.pools[entry.id]
+            assert len(pool) == 3 and data.qrels[entry.id] == {pool[0]: 1}  # the positive is candidate 0
+        assert data.queries[0].item.images and "<|IMAGE|>" in data.queries[0].item.text
+    elif spec.direction is Direction.COMPOSED:
+        assert len(data.queries) == len(data.corpus) == n
+        assert data.queries[0].item.text == "make it red" and len(data.queries[0].item.videos) == 1
+        assert data.qrels["q0"] == {data.corpus[0].id: 1}
+    elif spec.direction.text_queries:
+        assert len(data.queries) == n * captions_per_item and len(data.corpus) == n
+        assert all(len(judged) == 1 for judged in data.qrels.values())
+    else:
+        assert len(data.queries) == n and len(data.corpus) == n * captions_per_item
+        assert all(len(judged) == captions_per_item for judged in data.qrels.values())
+    media = [e.item for e in (data.corpus if spec.direction.text_queries else data.queries)]
+    if spec.layout not in (Layout.MMEB, Layout.GENERIC) and spec.direction is not Direction.COMPOSED:
+        kind = "videos" if spec.direction in (Direction.TEXT_TO_VIDEO, Direction.VIDEO_TO_TEXT) else "images"
+        assert all(len(getattr(item, kind)) == 1 for item in media)
+
+
+def test_pair_layout_rules(stand_ins):
+    # Karpathy and DOCCI: only the test split; one train record in each stand-in is skipped.
+    flickr = load_task_data(REGISTRY["Flickr30K-I2T"], stand_ins / "flickr30k")
+    assert flickr.qrels["image:0000"] == {"text:0000#0": 1, "text:0000#1": 1}
+    assert [e.item.text for e in flickr.corpus[:2]] == [caption(0, 0), caption(0, 1)]
+    # DiDeMo: the descriptions of a video become one paragraph.
+    didemo = load_task_data(REGISTRY["DiDeMo-T2V"], stand_ins / "didemo")
+    assert didemo.queries[0].item.text == f"{caption(0, 0)} {caption(0, 1)}"
+    # CaReBench: the spatial task reads the spatial caption.
+    spatial = load_task_data(REGISTRY["CaReBench-Spatial-T2V"], stand_ins / "CaReBench")
+    assert spatial.queries[0].item.text == caption(0, 1)
+    # MSVD: the token lists of the pickle become captions.
+    msvd = load_task_data(REGISTRY["MSVD-T2V"], stand_ins / "msvd")
+    assert msvd.queries[1].item.text == caption(0, 1)
+
+
+def test_msvd_pickle_cannot_run_code(stand_ins, tmp_path):
+    folder = tmp_path / "msvd"
+    folder.mkdir()
+    (folder / "test_list.txt").write_text("a\n")
+    (folder / "raw-captions.pkl").write_bytes(pickle.dumps({"a": [[os.getcwd.__name__]], "f": os.getcwd}))
+    with pytest.raises(InputError, match="refusing to load"):
+        load_task_data(REGISTRY["MSVD-T2V"], folder)
+
+
+def test_mmeb_parquet_and_limit(stand_ins, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    spec = REGISTRY["MMEB-CIRR"]
+    records = [json.loads(line) for line in (stand_ins / "MMEB-eval" / "CIRR.jsonl").read_text().splitlines()]
+    folder = tmp_path / "MMEB-eval"
+    (folder / "CIRR").mkdir(parents=True)
+    (folder / "eval_images").symlink_to(stand_ins / "MMEB-eval" / "eval_images")
+    pq.write_table(pa.Table.from_pylist(records), folder / "CIRR" / "test-00000-of-00001.parquet")
+    data = load_task_data(spec, folder)
+    assert len(data.queries) == STAND_IN_COUNT and data.corpus[0].item.images
+    small = data.limited(1)
+    assert len(small.queries) == 1 and set(small.pools) == {"q0"}
+    assert {e.id for e in small.corpus} == set(small.pools["q0"])
+
+
+def test_missing_media_is_reported_before_encoding(stand_ins, tmp_path):
+    spec = REGISTRY["Urban1K-T2I"]
+    folder = tmp_path / "Urban1k"
+    (folder / "caption").mkdir(parents=True)
+    (folder / "image").mkdir()
+    (folder / "caption" / "7.txt").write_text("a caption")
+    data = load_task_data(spec, folder)
+    with pytest.raises(UniteError, match=r"1 media file\(s\) not found, e\.g\. .*image/7"):
+        data.check_media()
