@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     manifest = read_manifest(args.index)
     store = open_store(args.index, api_key=os.environ.get("QDRANT_API_KEY"))
     encoder = encoder_for_index(manifest, device=args.device, dtype=args.dtype, allow_remote=args.allow_urls or None)
-    app = create_app(store, encoder, config, model_name=manifest.model)
+    app = create_app(store, encoder, config)  # clients see the model folder name, never a server path
     sys.stderr.write(f"unite: serving {args.index} ({store.count()} items) on http://{args.host}:{args.port}/\n")
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     store.close()

@@ -141,7 +141,7 @@ class UniteEncoder:
             tokenizer = AutoTokenizer.from_pretrained(folder)
         except Exception as error:  # tokenizer loading raises OSError, ValueError, or library-specific errors
             raise CheckpointError(f"{folder}: cannot load the tokenizer ({error})") from None
-        return cls(model, tokenizer, settings, name_or_path=str(name_or_path))
+        return cls(model, tokenizer, settings, name_or_path=config._name_or_path)
 
     @classmethod
     def _from_adapter(cls, folder: Path, settings: EncodingSettings | None = None, **kwargs: Any) -> UniteEncoder:

@@ -12,6 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -44,10 +45,11 @@ def create_app(store: Any, encoder: Any, config: ServerConfig | None = None, mod
         store: an open :class:`unite.index.VectorStore` (``None`` serves /v1/embeddings only).
         encoder: a :class:`unite.UniteEncoder` whose settings match the index's.
         config: limits and permissions; default :class:`ServerConfig`.
-        model_name: the name reported to clients (default ``encoder.name_or_path``).
+        model_name: the name reported to clients (default: the last part of ``encoder.name_or_path``).
     """
     config = config or ServerConfig()
-    model_name = model_name or str(encoder.name_or_path)
+    name = str(encoder.name_or_path)
+    model_name = model_name or (Path(name).name if Path(name).exists() else name)  # never a server-side path
     settings = encoder.settings
 
     def encode(items: list[Any]) -> Any:
