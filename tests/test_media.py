@@ -727,3 +727,32 @@ def test_video_too_short_for_the_frame_count(media_dir):
     # 6 / 8 fps = 0.75 s: at 1 fps the minimum of 4 frames still fits in 6
     assert load_video(str(path), EncodingSettings(video_fps=1.0, video_min_frames=4)).grid_thw[0] == 2
     _expect_media_error(lambda: load_video(str(path), EncodingSettings(video_min_frames=8, video_max_frames=8)), path)
+
+
+# ------------------------------------------------------------------------------------------- clips of a file
+
+
+def test_clip_goes_through_the_video_file_pipeline(tmp_path):
+    """A VideoClip over the whole file is the file; a shorter one samples round(linspace) within its frames."""
+    from unite.data.media import clip_indices
+    from unite.types import VideoClip
+
+    path = make_video(tmp_path / "clip.mp4", frames=24, fps=8, height=96, width=128, seed=3)
+    settings = EncodingSettings(video_frames=6)
+    whole = media.load_video(str(path), settings)
+    same = media.load_video(VideoClip(str(path), 0.0, 3.0), settings)
+    np.testing.assert_array_equal(same.pixel_values, whole.pixel_values)
+    assert same.grid_thw == whole.grid_thw
+    info = media._video_info(str(path), settings)
+    # 1.0 s to 2.5 s at 8 fps: frames 8..19 (12 frames); 6 of them at round(linspace(0, 11, 6)) = 0,2,4,7,9,11.
+    indices = clip_indices(VideoClip(str(path), 1.0, 2.5), info, settings)
+    assert indices == [8, 10, 12, 15, 17, 19]
+    frames = media._decode_frames(str(path), settings, indices)
+    assert [frame_number(frame, 24) for frame in frames] == indices
+    # Frames of a clip are resized like a file's (bicubic antialiased on uint8), not like a frame list's.
+    clip = media.load_video(VideoClip(str(path), 1.0, 2.5), settings)
+    as_frames = media.load_video(list(frames), settings)
+    assert clip.grid_thw[0] == 3 and not np.array_equal(clip.pixel_values, as_frames.pixel_values)
+    too_short = VideoClip(str(path), 2.95, 3.0)  # only the last frame: first = last = 23
+    with pytest.raises(MediaError, match="fewer than 2 frames"):
+        clip_indices(too_short, info, settings)

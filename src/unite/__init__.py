@@ -4,7 +4,7 @@ from unite.errors import CheckpointError, ConfigError, InputError, MediaError, U
 from unite.models.encoder import EncodeResult, UniteEncoder
 from unite.models.modeling import UniteQwen2VL
 from unite.settings import EncodingSettings, PositionScheme, Truncation
-from unite.types import Item, Modality
+from unite.types import Item, Modality, VideoClip
 
 __version__ = "0.1.0"
 
@@ -22,5 +22,6 @@ __all__ = [
     "UniteEncoder",
     "UniteError",
     "UniteQwen2VL",
+    "VideoClip",
     "__version__",
 ]

@@ -10,7 +10,7 @@ from typing import Any
 
 from unite.errors import InputError
 
-__all__ = ["IMAGE_PLACEHOLDER", "VIDEO_PLACEHOLDER", "Item", "ItemLike", "Modality"]
+__all__ = ["IMAGE_PLACEHOLDER", "VIDEO_PLACEHOLDER", "Item", "ItemLike", "Modality", "VideoClip"]
 
 IMAGE_PLACEHOLDER = "<|IMAGE|>"
 VIDEO_PLACEHOLDER = "<|VIDEO|>"
@@ -20,6 +20,20 @@ ImageSource = Any
 #: Video sources: a path or URL string, a ``pathlib.Path``, a list of frames (image sources) or a uint8 array
 #: (T, H, W[, C]).
 VideoSource = Any
+
+
+@dataclass(frozen=True)
+class VideoClip:
+    """A time range of a video file, embedded as a video of its own (frames sampled within the range).
+
+    Attributes:
+        path: the video file.
+        start, end: the range in seconds.
+    """
+
+    path: str
+    start: float
+    end: float
 
 
 class Modality(enum.IntFlag):
@@ -175,6 +189,8 @@ def _as_list(value: Any, key: str, allow_frame_lists: bool = False) -> list[Any]
 
 
 def _is_source(value: Any, key: str) -> bool:
+    if key == "video" and isinstance(value, VideoClip):
+        return True
     if isinstance(value, (str, Path)) or type(value).__name__ == "ndarray":
         return True
     if type(value).__module__.startswith("PIL."):

@@ -37,6 +37,7 @@ from unite.settings import (
     TEMPORAL_PATCH_SIZE,
     EncodingSettings,
 )
+from unite.types import VideoClip
 
 __all__ = [
     "VisualInput",
@@ -303,8 +304,29 @@ def sample_indices(total: int, count: int) -> list[int]:
     return [int(i) for i in torch.linspace(0, total - 1, count).round().long().tolist()]
 
 
+def clip_indices(clip: VideoClip, info: VideoInfo, settings: EncodingSettings) -> list[int]:
+    """Frame indices of a clip: sampled like a whole file's (rate or fixed count), within the clip's frames.
+
+    A clip too short for the asked count takes every usable frame (an even number, at least 2).
+    """
+    first = min(int(round(clip.start * info.fps)), info.frames - 1)
+    last = min(max(int(round(clip.end * info.fps)) - 1, first + 1), info.frames - 1)
+    span = last - first + 1
+    usable = span - span % FRAME_FACTOR
+    if usable < FRAME_FACTOR:
+        raise MediaError(f"{clip.path}: the clip {clip.start:g}-{clip.end:g} s holds fewer than {FRAME_FACTOR} frames")
+    try:
+        count = video_frame_count(VideoInfo(span, info.fps, info.height, info.width), settings)
+    except MediaError:
+        count = usable
+    return [first + index for index in sample_indices(span, min(count, usable))]
+
+
 def probe_video(source: Any, settings: EncodingSettings) -> tuple[int, int, int]:
     """(frames to sample, height, width) of a video source without decoding it."""
+    if isinstance(source, VideoClip):
+        info = _video_info(source.path, settings)
+        return len(clip_indices(source, info, settings)), info.height, info.width
     if _is_frame_list(source):
         frames = _frame_list(source)
         height, width = probe_image(frames[0], settings)
@@ -317,7 +339,7 @@ def probe_video(source: Any, settings: EncodingSettings) -> tuple[int, int, int]
 
 
 def load_video(source: Any, settings: EncodingSettings) -> VisualInput:
-    """Stage 1 then stage 2 for a video file or a list of frames."""
+    """Stage 1 then stage 2 for a video file, a :class:`VideoClip` of one, or a list of frames."""
     if _is_frame_list(source):
         frames = [
             _stage1_image(frame, settings, LOADER_IMAGE_MIN_PIXELS, settings.video_max_pixels)
@@ -326,16 +348,20 @@ def load_video(source: Any, settings: EncodingSettings) -> VisualInput:
         if len(frames) % FRAME_FACTOR:
             frames.append(frames[-1])
     else:
-        info = _video_info(source, settings)
+        path = source.path if isinstance(source, VideoClip) else source
+        info = _video_info(path, settings)
         try:
-            indices = sample_indices(info.frames, video_frame_count(info, settings))
+            if isinstance(source, VideoClip):
+                indices = clip_indices(source, info, settings)
+            else:
+                indices = sample_indices(info.frames, video_frame_count(info, settings))
         except MediaError as error:
-            raise _named(source, error) from None
-        decoded = _decode_frames(source, settings, indices)
+            raise _named(path, error) from None
+        decoded = _decode_frames(path, settings, indices)
         try:
             frames = list(_stage1_video_resize(decoded, settings.video_max_pixels))
         except MediaError as error:
-            raise _named(source, error) from None
+            raise _named(path, error) from None
     return patchify(frames, settings.image_min_pixels, settings.image_max_pixels)
 
 

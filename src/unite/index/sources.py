@@ -16,7 +16,7 @@ from typing import Any
 
 from unite.errors import InputError, MediaError, UniteError
 from unite.settings import FRAME_FACTOR, EncodingSettings
-from unite.types import VIDEO_EXTENSIONS, Item, Modality
+from unite.types import VIDEO_EXTENSIONS, Item, Modality, VideoClip
 
 __all__ = ["IMAGE_EXTENSIONS", "TEXT_EXTENSIONS", "Entry", "materialize", "scan_folder", "scan_jsonl", "scan_source"]
 
@@ -225,31 +225,15 @@ def _jsonl_entry(line: str, base_dir: Path) -> Entry:
 
 
 def materialize(entry: Entry, settings: EncodingSettings) -> dict[str, Any]:
-    """The item the encoder gets: the entry's item, or for a clip its frames decoded from the time range.
+    """The item the encoder gets: the entry's item, or for a clip a :class:`unite.types.VideoClip` of its range.
 
-    A clip's frames are sampled like a video file's (``video_fps`` within the frame bounds, or ``video_frames``)
-    over the clip only, and handed over as a frame array (T, H, W, 3).
+    A clip goes through the video-file pipeline (frames sampled like a whole file's, within the range).
 
     Raises:
-        MediaError: the video cannot be decoded.
         InputError: the entry was recorded as unreadable while scanning.
     """
     if "error" in entry.item:
         raise InputError(entry.item["error"])
     if entry.start is None:
         return entry.item
-    from unite.data.media import VideoInfo, _decode_frames, _video_info, sample_indices, video_frame_count
-
-    info = _video_info(entry.path, settings)
-    first = min(int(round(entry.start * info.fps)), info.frames - 1)
-    last = min(max(int(round(entry.end * info.fps)) - 1, first + 1), info.frames - 1)
-    span = last - first + 1
-    clip_info = VideoInfo(span, info.fps, info.height, info.width)
-    most = span - span % FRAME_FACTOR
-    try:
-        count = video_frame_count(clip_info, settings)
-    except MediaError:  # the clip holds fewer frames than the settings ask for: take every usable one
-        count = most
-    indices = [first + i for i in sample_indices(span, max(min(count, most), FRAME_FACTOR))]
-    frames = _decode_frames(entry.path, settings, indices)
-    return {"video": frames}
+    return {"video": VideoClip(entry.path, entry.start, entry.end)}
