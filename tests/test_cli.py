@@ -258,3 +258,142 @@ def test_demo_offline_runs(tmp_path, capsys):
     assert len(ids) == 7 + 3 + 2 + 3
     page = (tmp_path / "demo" / "results.html").read_text()
     assert "TINY RANDOM" in page and page.count("data:image/jpeg;base64,") >= 5
+
+
+# ------------------------------------------------------------------------------- hostile lines, both policies
+
+GOOD_FIRST, GOOD_THIRD = b'{"text": "first"}', b'{"text": "third"}'
+BAD_LINES = {
+    "bad byte": (b'{"text": "caf\xe9"}', "not UTF-8: byte 0xe9 at column 14"),
+    "deep nesting": (b"[" * 20000, "invalid JSON"),
+    "lone surrogate escape": (rb'{"text": "abc \ud800"}', "'text' holds a lone surrogate U+D800 at character 5"),
+    "surrogate id": (rb'{"id": "x\udfff", "text": "ok"}', "'id' holds a lone surrogate U+DFFF at character 2"),
+    "float id": (b'{"id": 0.5, "text": "ok"}', "'id' must be a string or an integer, got number"),
+}
+
+
+def _encode(items, out, checkpoint, *extra):
+    return main(["encode", str(items), "--model", str(checkpoint), "--output", str(out), "--device", "cpu", *extra])
+
+
+@pytest.mark.parametrize("case", list(BAD_LINES))
+def test_a_hostile_line_is_skipped_alone(tmp_path, legacy_checkpoint, case):
+    bad, reason = BAD_LINES[case]
+    items = tmp_path / "items.jsonl"
+    items.write_bytes(GOOD_FIRST + b"\n" + bad + b"\n" + GOOD_THIRD + b"\n")
+    assert _encode(items, tmp_path / "out.npy", legacy_checkpoint, "--on-error", "skip") == 0
+    vectors, mask = np.load(tmp_path / "out.npy"), np.load(tmp_path / "out.mask.npy")
+    assert mask.tolist() == [True, False, True] and not vectors[1].any()
+    listed = [json.loads(line) for line in (tmp_path / "out.errors.jsonl").read_text().splitlines()]
+    assert len(listed) == 1 and listed[0]["line"] == 2
+    assert listed[0]["error"].startswith(f"{items}:2: ") and reason in listed[0]["error"]
+    plain = tmp_path / "plain.jsonl"
+    plain.write_bytes(GOOD_FIRST + b"\n" + GOOD_THIRD + b"\n")
+    assert _encode(plain, tmp_path / "plain.npy", legacy_checkpoint) == 0
+    np.testing.assert_allclose(vectors[mask], np.load(tmp_path / "plain.npy"), atol=1e-5)
+
+
+@pytest.mark.parametrize("case", list(BAD_LINES))
+def test_a_hostile_line_stops_the_raise_policy_in_one_line(tmp_path, legacy_checkpoint, case, capsys):
+    bad, reason = BAD_LINES[case]
+    items = tmp_path / "items.jsonl"
+    items.write_bytes(GOOD_FIRST + b"\n" + bad + b"\n" + GOOD_THIRD + b"\n")
+    assert _encode(items, tmp_path / "out.npy", legacy_checkpoint) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith(f"unite: error: {items}:2: ") and reason in err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["items.jsonl"]  # nothing written
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\xef\xbb\xbf" + GOOD_FIRST + b"\n" + GOOD_THIRD + b"\n",  # a BOM at the start of the file
+        GOOD_FIRST + b"\n\xef\xbb\xbf" + GOOD_THIRD + b"\n",  # U+FEFF at the start of a later line
+        GOOD_FIRST + b"\r\n" + GOOD_THIRD + b"\r\n",  # CRLF line endings
+        GOOD_FIRST + b"\n" + GOOD_THIRD,  # no final newline
+    ],
+    ids=["bom", "feff-later", "crlf", "no-final-newline"],
+)
+@pytest.mark.parametrize("policy", ["raise", "skip"])
+def test_bom_crlf_and_feff_lines_embed_like_plain_ones(tmp_path, legacy_checkpoint, content, policy):
+    items, plain = tmp_path / "items.jsonl", tmp_path / "plain.jsonl"
+    items.write_bytes(content)
+    plain.write_bytes(GOOD_FIRST + b"\n" + GOOD_THIRD + b"\n")
+    assert _encode(items, tmp_path / "out.npy", legacy_checkpoint, "--on-error", policy) == 0
+    assert _encode(plain, tmp_path / "plain.npy", legacy_checkpoint) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), np.load(tmp_path / "plain.npy"), atol=1e-6)
+    if policy == "skip":
+        assert (tmp_path / "out.errors.jsonl").read_text() == ""
+
+
+def test_an_exception_while_preparing_one_item_fails_only_that_line(tmp_path, legacy_checkpoint, monkeypatch, capsys):
+    from unite.data.collator import ItemProcessor
+
+    prepare = ItemProcessor.prepare
+
+    def fragile(self, item):
+        if item.text == "boom":
+            raise TypeError("TextEncodeInput must be Union[TextInputSequence, Tuple[InputSequence, InputSequence]]")
+        return prepare(self, item)
+
+    monkeypatch.setattr(ItemProcessor, "prepare", fragile)
+    items = _write(tmp_path / "items.jsonl", [{"text": "a"}, {"text": "boom"}, {"text": "c"}])
+    assert _encode(items, tmp_path / "out.npy", legacy_checkpoint, "--on-error", "skip") == 0
+    assert np.load(tmp_path / "out.mask.npy").tolist() == [True, False, True]
+    (listed,) = [json.loads(line) for line in (tmp_path / "out.errors.jsonl").read_text().splitlines()]
+    assert listed["line"] == 2
+    assert listed["error"] == f"{items}:2: internal error while preparing the item: TypeError: TextEncodeInput " + (
+        "must be Union[TextInputSequence, Tuple[InputSequence, InputSequence]]"
+    )
+    capsys.readouterr()
+    assert _encode(items, tmp_path / "raise.npy", legacy_checkpoint) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"unite: error: {items}:2: internal error while preparing the item: TypeError: ")
+    assert len(err.splitlines()) == 1 and not (tmp_path / "raise.npy").exists()
+
+
+def test_a_batch_failing_in_the_model_is_retried_item_by_item(tmp_path, legacy_checkpoint, monkeypatch):
+    embed = UniteEncoder._embed
+
+    def fragile(self, features):
+        if len(features) > 1:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return embed(self, features)
+
+    monkeypatch.setattr(UniteEncoder, "_embed", fragile)
+    items = _write(tmp_path / "items.jsonl", [{"text": "a"}, {"text": "b b"}, {"text": "c c c"}])
+    assert _encode(items, tmp_path / "out.npy", legacy_checkpoint, "--on-error", "skip") == 0
+    assert np.load(tmp_path / "out.mask.npy").all()
+    assert (tmp_path / "out.errors.jsonl").read_text() == ""
+    monkeypatch.setattr(UniteEncoder, "_embed", embed)
+    assert _encode(items, tmp_path / "plain.npy", legacy_checkpoint) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), np.load(tmp_path / "plain.npy"), atol=1e-5)
+
+
+def test_parquet_never_fails_on_an_id(tmp_path, legacy_checkpoint):
+    pq = pytest.importorskip("pyarrow.parquet")
+    items = tmp_path / "items.jsonl"
+    items.write_bytes(
+        b'{"id": "a", "text": "one"}\n{"id": "b\\ud800", "text": "two"}\n{"id": {"x": 1}, "text": "three"}\n'
+        b'{"id": 12345678901234567890123, "text": "four"}\n'
+    )
+    out = tmp_path / "out.parquet"
+    assert _encode(items, out, legacy_checkpoint, "--on-error", "skip") == 0
+    table = pq.read_table(out).to_pydict()
+    assert table["ok"] == [True, False, False, True] and table["line"] == [1, 2, 3, 4]
+    assert table["id"] == ["a", None, None, "12345678901234567890123"]
+
+
+def test_errors_file_is_replaced_whole(tmp_path, legacy_checkpoint):
+    items = _write(tmp_path / "items.jsonl", [{"text": "a"}, "{broken"])
+    errors = tmp_path / "errors.jsonl"
+    errors.write_text("stale\n" * 100)
+    assert _encode(items, tmp_path / "out.npy", legacy_checkpoint, "--on-error", "skip", "--errors", str(errors)) == 0
+    assert [json.loads(line)["line"] for line in errors.read_text().splitlines()] == [2]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "errors.jsonl",
+        "items.jsonl",
+        "out.mask.npy",
+        "out.npy",
+    ]

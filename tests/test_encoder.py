@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -249,3 +250,98 @@ def test_tied_lm_head_points_at_the_loaded_embeddings(encoder):
     model = encoder.model
     assert model.config.tie_word_embeddings
     assert model.lm_head.weight is model.model.language_model.embed_tokens.weight
+
+
+# ------------------------------------------------------------------------- one item's failure stays its own
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"text": "abc \ud800"}, "'text' holds a lone surrogate U+D800 at character 5"),
+        ({"text": "a", "instruction": "ok \udc00 no"}, "'instruction' holds a lone surrogate U+DC00 at character 4"),
+        ({"images": ("im\udfffage.png",)}, "'image' path holds a lone surrogate U+DFFF at character 3"),
+        ({"videos": (["f0.png", "\ud83d.png"],)}, "'video' path holds a lone surrogate U+D83D at character 1"),
+    ],
+)
+def test_items_refuse_strings_that_are_not_unicode(fields, message):
+    from unite import Item
+
+    with pytest.raises(InputError, match=re.escape(message)):
+        Item(**fields)
+    raw = {"text": fields.get("text"), "instruction": fields.get("instruction")}
+    raw = {key: value for key, value in raw.items() if value is not None}
+    for key in ("images", "videos"):
+        if key in fields:
+            raw[key[:-1]] = fields[key][0]
+    with pytest.raises(InputError, match=re.escape(message)):
+        Item.from_dict(raw)
+
+
+def test_items_refuse_a_surrogate_given_to_the_encoder(encoder):
+    result = encoder.encode_with_errors(["fine", "abc \ud800", {"text": "x\udfff"}], on_error="skip")
+    assert result.ok.tolist() == [True, False, False]
+    assert [index for index, _ in result.errors] == [1, 2]
+    with pytest.raises(InputError, match="item 1: 'text' holds a lone surrogate U\\+D800"):
+        encoder.encode(["fine", "abc \ud800"])
+
+
+@pytest.mark.parametrize("stage", ["estimate_length", "prepare"])
+def test_any_exception_while_preparing_an_item_is_that_items_error(encoder, monkeypatch, stage):
+    original = getattr(encoder.processor, stage)
+
+    def fragile(item):
+        if item.text == "boom":
+            raise TypeError("TextEncodeInput must be Union[TextInputSequence, Tuple[InputSequence, InputSequence]]")
+        return original(item)
+
+    monkeypatch.setattr(encoder.processor, stage, fragile)
+    items = ["first", "boom", "third"]
+    result = encoder.encode_with_errors(items, on_error="skip")
+    assert result.ok.tolist() == [True, False, True]
+    assert result.errors == [
+        (
+            1,
+            "internal error while preparing the item: TypeError: TextEncodeInput must be "
+            "Union[TextInputSequence, Tuple[InputSequence, InputSequence]]",
+        )
+    ]
+    with pytest.raises(InputError) as raised:
+        encoder.encode(items)
+    assert raised.value.item_index == 1
+    assert raised.value.reason.startswith("internal error while preparing the item: TypeError: ")
+    assert str(raised.value).startswith("item 1: internal error while preparing the item: TypeError:")
+
+
+def test_a_batch_failing_in_the_model_is_retried_one_by_one(encoder, monkeypatch):
+    items = ["one", "two two", "poison", "four four four", "five"]
+    expected = encoder.encode(items)
+    poisoned: set[int] = set()
+    prepare, embed = encoder.processor.prepare, encoder._embed
+
+    def tagging_prepare(item):
+        features = prepare(item)
+        if item.text == "poison":
+            poisoned.add(id(features))
+        return features
+
+    calls: list[int] = []
+
+    def fragile_embed(features):
+        calls.append(len(features))
+        if any(id(feature) in poisoned for feature in features):
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return embed(features)
+
+    monkeypatch.setattr(encoder.processor, "prepare", tagging_prepare)
+    monkeypatch.setattr(encoder, "_embed", fragile_embed)
+    result = encoder.encode_with_errors(items, batch_size=8, on_error="skip")
+    assert calls == [5, 1, 1, 1, 1, 1]  # the whole batch, then each of its items alone
+    assert result.ok.tolist() == [True, True, False, True, True]
+    assert len(result.errors) == 1 and result.errors[0][0] == 2
+    assert "RuntimeError: CUDA out of memory (simulated)" in result.errors[0][1]
+    np.testing.assert_allclose(result.embeddings[result.ok], expected[[0, 1, 3, 4]], atol=1e-5)
+    assert not result.embeddings[2].any()
+    with pytest.raises(InputError) as raised:
+        encoder.encode(items, batch_size=8)
+    assert raised.value.item_index == 2 and "out of memory" in raised.value.reason

@@ -290,3 +290,23 @@ def test_torchrun_shares_encoding_between_two_processes(legacy_checkpoint, tmp_p
     assert second["cache"]["world_size"] == 2
     for metric, value in first["metrics"].items():
         assert second["metrics"][metric] == pytest.approx(value, abs=1e-6), metric
+
+
+def test_a_clip_shorter_than_the_frame_count_is_scored(encoder, tmp_path):
+    """MSVD at its protocol's 48 frames with a 3-frame clip (0.1 s) among 8-frame ones: the short clip is embedded
+    from its own frames, the last repeated up to 48, and every query is scored instead of the task aborting."""
+    from unite.testing import make_video
+
+    spec = REGISTRY["MSVD-T2V"]
+    folder = build_stand_in(spec, tmp_path / "data", count=3)
+    make_video(folder / "YouTubeClips" / "clip_1_5_10.mp4", frames=3, fps=30, height=32, width=48, seed=7)
+    result = evaluate_task(encoder, spec, load_task_data(spec, folder), EvalConfig(show_progress=False))
+    assert result["settings"]["video_frames"] == 48 and result["protocol"]["deviations"] == {}
+    assert result["counts"]["queries"] == 6 and result["counts"]["candidates"] == 3  # two captions per clip
+    assert sum(result["diagnostics"]["rank_distribution"]["buckets"].values()) == 6
+    assert 0.0 <= result["metrics"]["recall@1"] <= 1.0 and result["cache"]["encoded"] == 6 + 3
+    # At 6 frames only the short clip holds fewer frames than asked; the 8-frame clips are sampled as before.
+    config = EvalConfig(show_progress=False, setting_overrides={"video_frames": 6})
+    six = evaluate_task(encoder, spec, load_task_data(spec, folder), config)
+    assert six["settings"]["video_frames"] == 6 and six["counts"]["queries"] == 6
+    assert sum(six["diagnostics"]["rank_distribution"]["buckets"].values()) == 6

@@ -257,3 +257,115 @@ def test_missing_media_is_reported_before_encoding(stand_ins, tmp_path):
     data = load_task_data(spec, folder)
     with pytest.raises(UniteError, match=r"1 media file\(s\) not found, e\.g\. .*image/7"):
         data.check_media()
+
+
+# ---------------------------------------------------------------------------------- hostile annotation files
+
+_TEXT_SUFFIXES = (".json", ".jsonl", ".jsonlines", ".csv", ".tsv", ".txt")
+_ONE_SPEC_PER_LAYOUT = {spec.layout: name for name, spec in reversed(list(REGISTRY.items()))}
+
+
+def _summary(data, folder: Path) -> str:
+    return repr((data.queries, data.corpus, data.qrels, data.pools)).replace(str(folder), "<root>")
+
+
+@pytest.mark.parametrize("name", sorted(_ONE_SPEC_PER_LAYOUT.values()))
+def test_every_layout_reads_files_with_a_bom_and_crlf(stand_ins, tmp_path, name):
+    import shutil
+
+    spec = REGISTRY[name]
+    original = stand_ins / spec.data_dir
+    copy = tmp_path / spec.data_dir
+    shutil.copytree(original, copy, symlinks=True)
+    for path in copy.rglob("*"):
+        if path.is_file() and path.suffix in _TEXT_SUFFIXES:
+            path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+    assert _summary(load_task_data(spec, copy), copy) == _summary(load_task_data(spec, original), original)
+
+
+def test_generic_files_with_a_bom_and_pools_load_alike(generic_task):
+    folder = generic_task.parent
+    before = _summary(load_task_data(*load_task_spec(generic_task)), folder)
+    for name in ("queries.jsonl", "corpus.jsonl", "qrels.tsv"):
+        path = folder / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert _summary(load_task_data(*load_task_spec(generic_task)), folder) == before
+    pools = ['{"query_id": "q0", "candidates": ["d0", "d1"]}', "", '{"query_id": "q1", "candidates": ["d1"]}']
+    (folder / "pools.jsonl").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(pools).encode() + b"\r\n")
+    files = "files: {queries: queries.jsonl, corpus: corpus.jsonl, qrels: qrels.tsv, pools: pools.jsonl}\n"
+    generic_task.write_text(generic_task.read_text() + files)
+    data = load_task_data(*load_task_spec(generic_task))
+    assert data.pools == {"q0": ["d0", "d1"], "q1": ["d1"]}
+    (folder / "pools.jsonl").write_bytes(b'{"query_id": "q0", "candidates": ["d0"]}\n' + b"[" * 20000 + b"\n")
+    with pytest.raises(InputError, match=r"pools\.jsonl:2: invalid JSON"):
+        load_task_data(*load_task_spec(generic_task))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("corpus.jsonl", b'{"id": "d0", "text": "a"}\n{"id": "d1", "text": "\xfe"}\n', r"corpus\.jsonl:2: not UTF-8"),
+        ("queries.jsonl", b'{"id": "q0", "text": "a"}\n' + b"[" * 20000 + b"\n", r"queries\.jsonl:2: invalid JSON"),
+        ("queries.jsonl", b'{"id": "q0", "text": "a\\ud800"}\n', r"queries\.jsonl:1: 'text' holds a lone surrogate"),
+        ("qrels.tsv", b"q0\td0\t1\nq1\td1\t\xff1\n", r"qrels\.tsv:2: not UTF-8: byte 0xff at column 7"),
+    ],
+)
+def test_generic_hostile_lines_are_named_by_file_and_line(generic_task, name, content, message):
+    (generic_task.parent / name).write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        load_task_data(*load_task_spec(generic_task))
+
+
+def _copy_stand_in(stand_ins: Path, tmp_path: Path, name: str) -> tuple[TaskSpec, Path]:
+    import shutil
+
+    spec = REGISTRY[name]
+    shutil.copytree(stand_ins / spec.data_dir, tmp_path / spec.data_dir, symlinks=True)
+    return spec, tmp_path / spec.data_dir
+
+
+def test_mmeb_and_docci_lines_are_read_by_bytes_and_named(stand_ins, tmp_path):
+    spec, folder = _copy_stand_in(stand_ins, tmp_path, "MMEB-CIRR")
+    path = folder / "CIRR.jsonl"
+    records = [json.loads(line) for line in path.read_text().split("\n") if line]
+    records[0]["qry_text"] += " \u2028 \x85"  # raw line separators inside a string: still one line
+    lines = [json.dumps(record, ensure_ascii=False) for record in records]
+    path.write_text("\n".join([lines[0], "[" * 20000, *lines[1:]]) + "\n")
+    with pytest.raises(InputError, match=r"CIRR\.jsonl:2: invalid JSON"):
+        load_task_data(spec, folder)
+    broken = dict(records[1], tgt_text=5)
+    path.write_text("\n".join([lines[0], json.dumps(broken)]) + "\n")
+    with pytest.raises(InputError, match=r"CIRR\.jsonl:2: .*tgt_text"):
+        load_task_data(spec, folder)
+    broken = dict(records[1], tgt_img_path=[3, 4, 5])
+    path.write_text("\n".join([lines[0], json.dumps(broken)]) + "\n")
+    with pytest.raises(InputError, match=r"CIRR\.jsonl:2: "):
+        load_task_data(spec, folder)
+    spec, folder = _copy_stand_in(stand_ins, tmp_path, "DOCCI-T2I")
+    path = folder / "docci_descriptions.jsonlines"
+    lines = path.read_bytes().split(b"\n")
+    record = json.loads(lines[1])
+    path.write_bytes(b"\n".join([lines[0], json.dumps(dict(record, description=7)).encode(), *lines[2:]]))
+    with pytest.raises(InputError, match=r"jsonlines:2: .*description"):
+        load_task_data(spec, folder)
+    path.write_bytes(b"\n".join([lines[0], b'{"split": "test", "image_file": "\xff"}', *lines[2:]]))
+    with pytest.raises(InputError, match=r"jsonlines:2: not UTF-8: byte 0xff at column 34"):
+        load_task_data(spec, folder)
+
+
+@pytest.mark.parametrize(
+    ("name", "relative"),
+    [
+        ("MSRVTT-1K-A-T2V", "MSRVTT_JSFUSION_test.csv"),
+        ("WebVid-CoVR", "webvid8m-covr_test.csv"),
+        ("Urban1K-T2I", "caption/0.txt"),
+        ("MSVD-T2V", "test_list.txt"),
+        ("Flickr30K-T2I", "dataset_flickr30k.json"),
+    ],
+)
+def test_undecodable_annotation_files_are_input_errors_naming_the_file(stand_ins, tmp_path, name, relative):
+    spec, folder = _copy_stand_in(stand_ins, tmp_path, name)
+    path = folder / relative
+    path.write_bytes(path.read_bytes() + b"\xff\xfe broken\n")
+    with pytest.raises(InputError, match=rf"{path.name}.*not UTF-8: byte 0xff"):
+        load_task_data(spec, folder)

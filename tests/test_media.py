@@ -121,13 +121,16 @@ def rule_frame_count(frames: int, fps: float, settings: EncodingSettings) -> int
         return 2 * round(x / 2)
 
     if settings.video_frames is not None:
-        return even(settings.video_frames)
+        return max(2, even(settings.video_frames))
     lo = 2 * math.ceil(settings.video_min_frames / 2)
     hi = 2 * math.floor(settings.video_max_frames / 2)
-    return even(min(max(frames / fps * settings.video_fps, lo), hi))
+    return max(2, even(min(max(frames / fps * settings.video_fps, lo), hi)))
 
 
 def rule_indices(total: int, count: int) -> list[int]:
+    """round(linspace(0, T-1, n)) when n <= T; else every frame in order, the last one repeated up to n."""
+    if count > total:
+        return list(range(total)) + [total - 1] * (count - total)
     return [int(i) for i in np.round(np.linspace(0, total - 1, count))]
 
 
@@ -421,16 +424,23 @@ def test_video_frame_count(frames, fps, kwargs, expected):
 
 
 @pytest.mark.parametrize(
-    ("frames", "kwargs"),
+    ("frames", "fps", "kwargs", "expected"),
     [
-        (24, {"video_frames": 26}),  # more than T
-        (3, {"video_fps": 1.0, "video_min_frames": 4}),  # the minimum is above T
-        (24, {"video_frames": 1}),  # rounds to 0
+        (24, 8.0, {"video_frames": 26}, 26),  # more than T: kept (the video is padded, not refused)
+        (3, 30.0, {"video_fps": 1.0, "video_min_frames": 4}, 4),  # 0.1 s: the minimum of 4 is above T = 3
+        (1, 30.0, {"video_fps": 1.0}, 4),  # one frame at the default rate: min 4
+        (1, 30.0, {"video_frames": 48}, 48),
+        (30, 30.0, {"video_frames": 48}, 48),
+        (24, 8.0, {"video_frames": 1}, 2),  # rounds to 0 pairs: at least the temporal patch of 2
+        (1, 8.0, {"video_frames": 1}, 2),
+        # 1 frame at 8 fps sampled at 1 fps = 0.125, min 1 rounds up to 2
+        (1, 8.0, {"video_fps": 1.0, "video_min_frames": 1, "video_max_frames": 12}, 2),
     ],
 )
-def test_video_frame_count_outside_2_to_T(frames, kwargs):
-    with pytest.raises(MediaError):
-        video_frame_count(VideoInfo(frames, 8.0, 48, 64), EncodingSettings(**kwargs))
+def test_video_frame_count_beyond_T_and_at_least_2(frames, fps, kwargs, expected):
+    settings = EncodingSettings(**kwargs)
+    assert rule_frame_count(frames, fps, settings) == expected
+    assert video_frame_count(VideoInfo(frames, fps, 48, 64), settings) == expected
 
 
 @pytest.mark.parametrize(
@@ -448,9 +458,33 @@ def test_sample_indices(total, count, expected):
     assert sample_indices(total, count) == expected
 
 
+@pytest.mark.parametrize(
+    ("total", "count", "expected"),
+    [
+        (3, 4, [0, 1, 2, 2]),  # fewer frames than asked: all of them, the last repeated
+        (1, 2, [0, 0]),
+        (1, 4, [0, 0, 0, 0]),
+        (1, 48, [0] * 48),
+        (30, 48, [*range(30), *[29] * 18]),
+        (5, 6, [0, 1, 2, 3, 4, 4]),  # T = n - 1 (odd)
+        (7, 6, [0, 1, 2, 4, 5, 6]),  # T = n + 1 (odd): 0, 1.2, 2.4, 3.6, 4.8, 6, as before
+        (4, 6, [0, 1, 2, 3, 3, 3]),  # T even, below n
+        (6, 8, [0, 1, 2, 3, 4, 5, 5, 5]),  # T = n - 2 (even)
+        (7, 8, [0, 1, 2, 3, 4, 5, 6, 6]),  # T = n - 1 (odd)
+        (9, 8, [0, 1, 2, 3, 5, 6, 7, 8]),  # T = n + 1: step 8/7 = 1.143 -> 3.43, 4.57, 5.71, 6.86
+        (10, 8, [0, 1, 3, 4, 5, 6, 8, 9]),  # T = n + 2 (even): step 9/7 = 1.286 -> 2.57, 3.86, 5.14, 6.43, 7.71
+        (11, 12, [*range(11), 10]),  # T = n - 1
+        (13, 12, [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]),  # T = n + 1: step 12/11 -> 5.45, 6.55
+    ],
+)
+def test_sample_indices_pad_a_video_shorter_than_the_count(total, count, expected):
+    assert rule_indices(total, count) == expected
+    assert sample_indices(total, count) == expected
+
+
 def test_sample_indices_match_rule_widely():
     for total in (2, 3, 7, 24, 99, 200, 1001, 36000):
-        for count in range(2, min(total, 64) + 1, 2):
+        for count in range(2, 66, 2):  # below, at and above T
             assert sample_indices(total, count) == rule_indices(total, count), (total, count)
 
 
@@ -717,16 +751,128 @@ def test_not_a_video(media_dir):
     _expect_media_error(lambda: load_video(str(text), EncodingSettings()), text)
     picture = media_dir / "picture.png"
     make_image(40, 50).save(picture)
-    _expect_media_error(lambda: load_video(str(picture), EncodingSettings()), picture)
+    for settings in (EncodingSettings(), EncodingSettings(video_frames=2)):  # not taken as a one-frame video
+        assert "still image" in _expect_media_error(lambda s=settings: load_video(str(picture), s), picture)
+        _expect_media_error(lambda s=settings: probe_video(str(picture), s), picture)
+    photo = media_dir / "picture.jpg"
+    make_image(40, 50).save(photo)
+    _expect_media_error(lambda: load_video(str(photo), EncodingSettings()), photo)
 
 
-def test_video_too_short_for_the_frame_count(media_dir):
-    path = make_video(media_dir / "tiny.mp4", frames=6, fps=8, height=48, width=64, seed=4, gop=6)
-    _expect_media_error(lambda: load_video(str(path), EncodingSettings(video_frames=8)), path)
-    _expect_media_error(lambda: probe_video(str(path), EncodingSettings(video_frames=8)), path)
-    # 6 / 8 fps = 0.75 s: at 1 fps the minimum of 4 frames still fits in 6
-    assert load_video(str(path), EncodingSettings(video_fps=1.0, video_min_frames=4)).grid_thw[0] == 2
-    _expect_media_error(lambda: load_video(str(path), EncodingSettings(video_min_frames=8, video_max_frames=8)), path)
+def _short_video(media_dir: Path, frames: int, fps: int) -> Path:
+    path = media_dir / f"short_{frames}f_{fps}fps.mp4"
+    return path if path.exists() else make_video(path, frames=frames, fps=fps, height=48, width=64, seed=frames, gop=12)
+
+
+class _DecodeSpy:
+    """Wraps a PyAV container, counting the frames its decoder yields."""
+
+    decoded = 0
+
+    def __init__(self, container):
+        self._container = container
+
+    def __getattr__(self, name):
+        return getattr(self._container, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._container.close()
+
+    def decode(self, *args, **kwargs):
+        for frame in self._container.decode(*args, **kwargs):
+            _DecodeSpy.decoded += 1
+            yield frame
+
+
+# (T frames, fps, settings, frames sampled): n from the rule (at least 2, may exceed T); n <= T takes
+# round(linspace(0, T-1, n)); n > T takes frames 0..T-1 and repeats the last up to n.
+SHORT_VIDEOS = [
+    (3, 30, {"video_fps": 1.0, "video_min_frames": 4}, [0, 1, 2, 2]),  # 0.1 s at 1 fps = 0.1, raised to min 4
+    (1, 30, {"video_fps": 1.0}, [0, 0, 0, 0]),  # one frame, rate mode: min 4
+    (1, 30, {"video_frames": 2}, [0, 0]),
+    (1, 30, {"video_frames": 4}, [0, 0, 0, 0]),
+    (1, 30, {"video_frames": 48}, [0] * 48),
+    (30, 30, {"video_frames": 48}, [*range(30), *[29] * 18]),
+    (5, 8, {"video_frames": 6}, [0, 1, 2, 3, 4, 4]),  # T = n - 1 (odd)
+    (7, 8, {"video_frames": 6}, [0, 1, 2, 4, 5, 6]),  # T = n + 1 (odd): round(linspace) as before
+    (6, 8, {"video_frames": 8}, [0, 1, 2, 3, 4, 5, 5, 5]),  # T even, below n
+    (10, 8, {"video_frames": 8}, [0, 1, 3, 4, 5, 6, 8, 9]),  # T = n + 2 (even): as before
+    (6, 8, {"video_fps": 1.0, "video_min_frames": 4}, [0, 2, 3, 5]),  # 0.75 s: min 4 fits in 6 frames
+    (6, 8, {"video_min_frames": 8, "video_max_frames": 8}, [0, 1, 2, 3, 4, 5, 5, 5]),
+    (6, 8, {"video_frames": 1}, [0, 5]),  # 1 rounds to 0 pairs: at least 2 frames
+]
+
+
+@pytest.mark.parametrize(("frames", "fps", "kwargs", "indices"), SHORT_VIDEOS)
+def test_short_video_takes_its_frames_and_repeats_the_last(media_dir, monkeypatch, frames, fps, kwargs, indices):
+    settings = EncodingSettings(**kwargs)
+    path = _short_video(media_dir, frames, fps)
+    assert rule_indices(frames, rule_frame_count(frames, fps, settings)) == indices  # the oracle agrees by hand
+    info = media._video_info(str(path), settings)
+    assert (info.frames, info.fps) == (frames, fps)
+    assert sample_indices(info.frames, video_frame_count(info, settings)) == indices
+    everything = decode_all(path)
+    assert len(everything) == frames
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda *a, **k: _DecodeSpy(real_open(*a, **k)))
+    _DecodeSpy.decoded = 0
+    decoded = media._decode_frames(str(path), settings, indices)
+    assert _DecodeSpy.decoded <= frames  # each frame decoded once at most, repeats are copies
+    monkeypatch.undo()
+    assert decoded.shape == (len(indices), 48, 64, 3)
+    for index, frame in zip(indices, decoded, strict=True):
+        np.testing.assert_array_equal(frame, everything[index], err_msg=f"frame {index}")  # padding: byte-identical
+    assert probe_video(str(path), settings) == (len(indices), 48, 64)
+    visual = load_video(str(path), settings)
+    # 48x64: stage 1 (min 128 tokens) 280x392, stage 2 (min 256 tokens) 392x532; t = n / 2
+    assert tuple(visual.grid_thw) == (len(indices) // 2, 28, 38)
+    assert visual_token_count("video", 48, 64, len(indices), settings) == visual.num_tokens == len(indices) // 2 * 266
+    if len(indices) <= 8:
+        assert_matches(visual, rule_video_file(path, settings))
+
+
+def test_padded_frames_give_identical_patches(media_dir):
+    """A one-frame video at 4 frames is two identical temporal pairs, each of two identical frames."""
+    visual = load_video(str(_short_video(media_dir, 1, 30)), EncodingSettings(video_frames=4))
+    t, h, w = visual.grid_thw
+    assert t == 2
+    rows = visual.pixel_values.reshape(t, h * w, 3, 2, PATCH * PATCH)
+    np.testing.assert_array_equal(rows[0], rows[1])
+    np.testing.assert_array_equal(rows[:, :, :, 0], rows[:, :, :, 1])
+
+
+def test_short_video_errors_never_print_an_impossible_interval(media_dir):
+    path = _short_video(media_dir, 1, 30)
+    for settings in (EncodingSettings(), EncodingSettings(video_frames=1), EncodingSettings(video_frames=48)):
+        assert load_video(str(path), settings).grid_thw[0] >= 1
+    truncated = media_dir / "short_truncated.mp4"
+    data = Path(_short_video(media_dir, 30, 30)).read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    message = _expect_media_error(lambda: load_video(str(truncated), EncodingSettings(video_frames=48)), truncated)
+    assert "must lie in" not in message and "[2," not in message
+
+
+def test_encoder_embeds_a_clip_shorter_than_the_frame_count(encoder, media_dir):
+    from unite import UniteEncoder
+    from unite.types import Item, VideoClip
+
+    tiny = _short_video(media_dir, 3, 30)
+    one = _short_video(media_dir, 1, 30)
+    clip = VideoClip(str(_short_video(media_dir, 30, 30)), 0.0, 0.1)  # frames 0..2 of 30
+    for kwargs in ({"video_fps": 1.0, "video_min_frames": 4}, {"video_frames": 48}):
+        short = UniteEncoder(encoder.model, encoder.tokenizer, encoder.settings.replace(**kwargs))
+        items = [Item(videos=[str(tiny)]), Item(text="a clip", videos=[str(one)]), Item(videos=[clip])]
+        vectors = short.encode(items, batch_size=2)
+        assert vectors.shape == (3, encoder.embedding_dim) and np.isfinite(vectors).all()
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+        for item in items:  # the batching estimate counts the visual tokens actually produced
+            frames, height, width = probe_video(item.videos[0], short.settings)
+            estimate = visual_token_count("video", height, width, frames, short.settings)
+            ids = short.processor.prepare(item).input_ids
+            assert ids.count(short.processor.video_pad_id) == estimate == frames // 2 * 266
 
 
 # ------------------------------------------------------------------------------------------- clips of a file
@@ -753,6 +899,39 @@ def test_clip_goes_through_the_video_file_pipeline(tmp_path):
     clip = media.load_video(VideoClip(str(path), 1.0, 2.5), settings)
     as_frames = media.load_video(list(frames), settings)
     assert clip.grid_thw[0] == 3 and not np.array_equal(clip.pixel_values, as_frames.pixel_values)
+    # A clip holding fewer frames than asked takes them all and repeats its last, like a short file.
     too_short = VideoClip(str(path), 2.95, 3.0)  # only the last frame: first = last = 23
-    with pytest.raises(MediaError, match="fewer than 2 frames"):
-        clip_indices(too_short, info, settings)
+    assert clip_indices(too_short, info, settings) == [23] * 6
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "kwargs", "indices"),
+    [
+        # 1.0 s to 1.5 s at 8 fps: frames 8..11 (4 frames)
+        (1.0, 1.5, {"video_frames": 6}, [8, 9, 10, 11, 11, 11]),
+        (1.0, 1.5, {"video_fps": 1.0, "video_min_frames": 4}, [8, 9, 10, 11]),  # 4 fit: round(linspace)
+        (1.0, 1.5, {"video_fps": 1.0, "video_min_frames": 6}, [8, 9, 10, 11, 11, 11]),
+        # 1.0 s to 1.625 s: frames 8..12 (5 frames, odd; T = n - 1)
+        (1.0, 1.625, {"video_frames": 6}, [8, 9, 10, 11, 12, 12]),
+        # 1.0 s to 1.875 s: frames 8..14 (7 frames; T = n + 1): round(linspace(0, 6, 6)) = 0, 1, 2, 4, 5, 6
+        (1.0, 1.875, {"video_frames": 6}, [8, 9, 10, 12, 13, 14]),
+        (2.95, 3.0, {"video_frames": 1}, [23, 23]),  # the last frame alone, at least 2
+    ],
+)
+def test_clip_shorter_than_the_count_repeats_its_last_frame(tmp_path, start, end, kwargs, indices):
+    from unite.data.media import clip_indices
+    from unite.types import VideoClip
+
+    path = make_video(tmp_path / "clip.mp4", frames=24, fps=8, height=48, width=64, seed=3)
+    settings = EncodingSettings(**kwargs)
+    clip = VideoClip(str(path), start, end)
+    info = media._video_info(str(path), settings)
+    assert clip_indices(clip, info, settings) == indices
+    everything = decode_all(path)
+    decoded = media._decode_frames(str(path), settings, indices)
+    for index, frame in zip(indices, decoded, strict=True):
+        np.testing.assert_array_equal(frame, everything[index], err_msg=f"frame {index}")
+    assert probe_video(clip, settings) == (len(indices), 48, 64)
+    visual = load_video(clip, settings)
+    assert tuple(visual.grid_thw) == (len(indices) // 2, 28, 38)
+    assert visual_token_count("video", 48, 64, len(indices), settings) == visual.num_tokens

@@ -163,7 +163,7 @@ def test_api_key_in_process(encoder):
 
     from unite.server import ServerConfig, create_app
 
-    with TestClient(create_app(None, encoder, ServerConfig(api_key="k3y"))) as client:
+    with TestClient(create_app(None, encoder, ServerConfig(api_key="k3y")), base_url="http://localhost") as client:
         assert client.get("/healthz").json()["auth"] is True
         assert client.post("/v1/embeddings", json={"input": "a"}).status_code == 401
         assert (

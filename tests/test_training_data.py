@@ -220,3 +220,48 @@ def test_bad_yaml_names_the_line(tmp_path):
     recipe.write_text("lora: true\nlora_r: [8\n")
     with pytest.raises(ConfigError, match="bad.yaml:"):
         load_config(recipe)
+
+
+# ------------------------------------------------------------------------------------ hostile training files
+
+_PAIR = b'{"query": {"text": "q"}, "candidate": {"text": "c"}}'
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (b'{"query": {"text": "q\xff"}, "candidate": {"text": "c"}}', "not UTF-8: byte 0xff at column 22"),
+        (b"[" * 20000, "invalid JSON"),
+        (b'{"query": {"text": "\\ud800"}, "candidate": {"text": "c"}}', "'text' holds a lone surrogate U+D800"),
+        (b'{"id": "x\\udfff", "query": {"text": "q"}, "candidate": {"text": "c"}}', "'id' holds a lone surrogate"),
+        (b'{"id": [1], "query": {"text": "q"}, "candidate": {"text": "c"}}', "'id' must be a string or an integer"),
+    ],
+)
+def test_a_hostile_training_line_names_its_line_or_is_skipped(tmp_path, processor, bad, message):
+    path = tmp_path / "train.jsonl"
+    # A raw U+2028 in line 2 must not shift the line numbers that follow.
+    path.write_bytes(_PAIR + b"\n" + _PAIR.replace(b'"q"', b'"a\xe2\x80\xa8b"') + b"\n\n" + bad + b"\n" + _PAIR)
+    with pytest.raises(InputError, match=f"train.jsonl:4: .*{message}".replace("+", r"\+")):
+        PairDataset([TrainSource(str(path))], processor, tmp_path, on_bad_record="raise")
+    dataset = PairDataset([TrainSource(str(path))], processor, tmp_path, on_bad_record="skip")
+    assert len(dataset) == 3 and [entry["record"] for entry in dataset.bad.entries] == [f"{path}:4"]
+    assert dataset.records[1].query.text == "a\u2028b"
+
+
+@pytest.mark.parametrize("array", [False, True])
+def test_training_files_with_a_bom_and_crlf_read_whole(tmp_path, processor, array):
+    path = tmp_path / ("train.json" if array else "train.jsonl")
+    body = (b"[" + _PAIR + b",\r\n" + _PAIR + b"]") if array else (_PAIR + b"\r\n" + _PAIR + b"\r\n")
+    path.write_bytes(b"\xef\xbb\xbf" + body)
+    dataset = PairDataset([TrainSource(str(path))], processor, tmp_path, on_bad_record="raise")
+    assert [record.query.text for record in dataset.records] == ["q", "q"]
+
+
+def test_a_broken_json_array_file_names_its_line(tmp_path, processor):
+    path = tmp_path / "train.json"
+    path.write_bytes(b"[\n" + _PAIR + b",\n" + b'{"query": "\xc3\x28"}]')
+    with pytest.raises(ConfigError, match=r"train\.json:3: not UTF-8: byte 0xc3 at column 12"):
+        PairDataset([TrainSource(str(path))], processor, tmp_path)
+    path.write_bytes(b"[" * 20000)
+    with pytest.raises(ConfigError, match=r"train\.json.*invalid JSON"):
+        PairDataset([TrainSource(str(path))], processor, tmp_path)

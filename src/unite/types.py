@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from unite.errors import InputError
 
-__all__ = ["IMAGE_PLACEHOLDER", "VIDEO_PLACEHOLDER", "Item", "ItemLike", "Modality", "VideoClip"]
+__all__ = ["IMAGE_PLACEHOLDER", "VIDEO_PLACEHOLDER", "Item", "ItemLike", "Modality", "VideoClip", "check_unicode"]
 
 IMAGE_PLACEHOLDER = "<|IMAGE|>"
 VIDEO_PLACEHOLDER = "<|VIDEO|>"
@@ -80,7 +80,9 @@ class Item:
     """Text, any number of images and videos, and an optional instruction: one thing to embed.
 
     ``text`` may hold ``<|IMAGE|>`` and ``<|VIDEO|>`` placeholders; their counts must equal the numbers of images
-    and videos, or be zero, in which case the media go before the text.
+    and videos, or be zero, in which case the media go before the text. The text, the instruction and media
+    paths must be encodable as UTF-8: a lone surrogate (``"\\ud800"`` in JSON) is refused, naming the field and
+    the character position.
     """
 
     text: str | None = None
@@ -95,6 +97,10 @@ class Item:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise InputError(f"'{name}' must be a string, got {type(value).__name__}")
+            if value is not None:
+                check_unicode(value, f"'{name}'")
+        _check_paths(self.images, "image")
+        _check_paths(self.videos, "video")
         text = self.text or ""
         for placeholder, media, kind in (
             (IMAGE_PLACEHOLDER, self.images, "image"),
@@ -144,6 +150,8 @@ class Item:
             raise InputError(f"unknown key(s) {', '.join(map(repr, unknown))}; expected {', '.join(_ITEM_KEYS)}")
         images = _as_list(data.get("image"), "image")
         videos = _as_list(data.get("video"), "video", allow_frame_lists=True)
+        _check_paths(images, "image")  # as written, before resolving, so positions are the user's
+        _check_paths(videos, "video")
         if base_dir is not None:
             images = [_resolve(source, base_dir) for source in images]
             videos = [
@@ -169,6 +177,31 @@ def to_item(value: Any, base_dir: str | Path | None = None) -> Item:
     if type(value).__module__.startswith("PIL.") or type(value).__name__ == "ndarray":
         return Item(images=(value,))
     raise InputError(f"cannot embed a {type(value).__name__}; pass a string, a dict, a PIL image or an Item")
+
+
+def check_unicode(value: str, name: str) -> None:
+    """Refuse a string that cannot be written as UTF-8: one holding a lone surrogate (``"\\ud800"`` in JSON).
+
+    Raises:
+        InputError: naming ``name``, the code point and its 1-based character position.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        code = ord(value[error.start])
+        raise InputError(
+            f"{name} holds a lone surrogate U+{code:04X} at character {error.start + 1}; expected text that "
+            "can be written as UTF-8"
+        ) from None
+
+
+def _check_paths(sources: Sequence[Any], key: str) -> None:
+    """Refuse a media path (a frame of a frame list, a clip's file) holding a lone surrogate."""
+    for source in sources:
+        for value in source if isinstance(source, (list, tuple)) else [source]:
+            path = value.path if isinstance(value, VideoClip) else value
+            if isinstance(path, (str, Path)):
+                check_unicode(str(path), f"'{key}' path")
 
 
 def _as_list(value: Any, key: str, allow_frame_lists: bool = False) -> list[Any]:
@@ -200,6 +233,10 @@ def _is_source(value: Any, key: str) -> bool:
 
 def _resolve(source: Any, base_dir: str | Path) -> Any:
     if isinstance(source, (str, Path)) and not str(source).startswith(("http://", "https://")):
-        path = Path(source).expanduser()
+        path = Path(source)
+        try:
+            path = path.expanduser()
+        except RuntimeError:  # ~user of an unknown user: left as written, a missing file later
+            pass
         return str(path if path.is_absolute() else Path(base_dir) / path)
     return source

@@ -184,10 +184,11 @@ def write_page(path: Path, results: list, encoder: Any, meaningless: bool) -> No
     for label, target, hits in results:
         cards = []
         for hit in hits:
-            if hit.modality == "text":
-                picture = f'<div class="text">{html.escape(hit.text)}</div>'
+            file = hit.local_file() if hit.modality != "text" else None
+            if file is None:
+                picture = f'<div class="text">{html.escape(hit.text or hit.id)}</div>'
             else:
-                data = base64.b64encode(make_thumbnail(hit, encoder.settings, size=240)).decode()
+                data = base64.b64encode(make_thumbnail(hit, file, encoder.settings, size=240)).decode()
                 picture = f'<img src="data:image/jpeg;base64,{data}" alt="{html.escape(hit.id)}">'
             span = time_range(hit.start, hit.end)
             cards.append(

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from unite.cli.options import add_model_options, encoder_from_args
-from unite.data.jsonl import read_item_lines
+from unite.data.jsonl import JsonlRecord, read_item_lines
 from unite.errors import ConfigError, UniteError
 from unite.models.encoder import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS_PER_BATCH, DEFAULT_NUM_WORKERS
 from unite.outputs import FORMATS, mask_path, write_embeddings
@@ -20,10 +22,20 @@ __all__ = ["add_parser", "run"]
 EPILOG = """\
 ITEMS.jsonl holds one item per line: {"text": ..., "image": path or [paths], "video": path or [frame paths]},
 with <|IMAGE|> / <|VIDEO|> placeholders in the text (media without placeholders go before the text); an
-optional "id" is kept in .parquet output. Relative paths resolve against the folder of ITEMS.jsonl.
+optional "id" (a string or an integer) is kept in .parquet output. Relative paths resolve against the folder
+of ITEMS.jsonl.
 
-OUT.npy holds float32 L2-normalised rows in input order. With --on-error skip, the rows of failed lines are
-zero, OUT.mask.npy marks the embedded rows, and every failed line is listed in the errors file.
+ITEMS.jsonl is read as bytes, one line per \\n (a trailing \\r is dropped; a final newline adds no line), each
+line decoded as UTF-8 on its own; a BOM / U+FEFF at the start of a line is ignored. Blank lines are lines (they
+fail as "empty line"), so row N is always line N. A line fails alone when it is not UTF-8, not JSON (nesting
+too deep included), not an item, holds a string with a lone surrogate, has an "id" that is not a string or an
+integer, or when its media cannot be read or its tokens prepared. A batch that fails inside the model (out of
+memory, ...) is retried item by item, so one line cannot take others down.
+
+OUT.npy holds float32 L2-normalised rows, one per line, in input order. --on-error raise (default) stops at the
+first bad line with one message FILE:LINE: reason, writing nothing. --on-error skip never stops on a line:
+the rows of failed lines are zero, OUT.mask.npy (or the parquet column ok) marks the embedded rows, and every
+failed line is listed once in the errors file as {"line": N, "error": "..."}.
 
 example:
   unite encode items.jsonl --model friedrichor/Unite-Base-Qwen2-VL-2B --output vectors.npy --video-frames 16
@@ -76,6 +88,33 @@ def run(args: argparse.Namespace) -> int:
         bad = next((record for record in records if record.error is not None), None)
         if bad is not None:
             raise bad.error
+    embeddings, ok, failures = _encode_lines(args, records)
+    ids = [record.id for record in records]
+    written = write_embeddings(
+        args.output,
+        embeddings,
+        ok=ok if args.on_error == "skip" else None,
+        ids=ids if any(value is not None for value in ids) else None,
+        lines=[record.line for record in records],
+    )
+    summary = f"unite: encoded {int(ok.sum())} of {len(records)} items into {written[0]}"
+    if args.on_error == "skip":
+        errors_path = args.errors or args.output.with_name(args.output.stem + ".errors.jsonl")
+        _write_atomically(
+            errors_path, "".join(json.dumps({"line": line, "error": message}) + "\n" for line, message in failures)
+        )
+        summary += f" (row mask {mask_path(args.output).name if args.output.suffix == '.npy' else 'in column ok'}"
+        summary += f"; {len(failures)} failed, listed in {errors_path})"
+    sys.stderr.write(summary + "\n")
+    return 0
+
+
+def _encode_lines(args: argparse.Namespace, records: list[JsonlRecord]) -> tuple[np.ndarray, np.ndarray, list]:
+    """Embed the parsed lines; returns one row per line (N, D), the (N,) mask and (line, error) of every failure.
+
+    Raises:
+        UniteError: under ``--on-error raise``, the first item that fails, named ``ITEMS.jsonl:LINE: reason``.
+    """
     encoder = encoder_from_args(args)
     rows = [row for row, record in enumerate(records) if record.item is not None]
     valid = [records[row] for row in rows]
@@ -94,31 +133,23 @@ def run(args: argparse.Namespace) -> int:
         if index is None:
             raise
         raise type(error)(f"{args.items}:{valid[index].line}: {error.reason}") from error  # type: ignore[attr-defined]
-    # Place the rows of parsed lines among every line of the file.
     embeddings = np.zeros((len(records), encoder.embedding_dim), dtype=np.float32)
     ok = np.zeros(len(records), dtype=bool)
     embeddings[rows] = result.embeddings
     ok[rows] = result.ok
     failures = [(record.line, str(record.error)) for record in records if record.error is not None]
-    failures += [
-        (valid[index].line, f"{args.items}:{valid[index].line}: {message}") for index, message in result.errors
-    ]
-    failures.sort()
-    ids = [record.id for record in records]
-    written = write_embeddings(
-        args.output,
-        embeddings,
-        ok=ok if args.on_error == "skip" else None,
-        ids=ids if any(value is not None for value in ids) else None,
-        lines=[record.line for record in records],
-    )
-    summary = f"unite: encoded {int(ok.sum())} of {len(records)} items into {written[0]}"
-    if args.on_error == "skip":
-        errors_path = args.errors or args.output.with_name(args.output.stem + ".errors.jsonl")
-        errors_path.write_text(
-            "".join(json.dumps({"line": line, "error": message}) + "\n" for line, message in failures)
-        )
-        summary += f" (row mask {mask_path(args.output).name if args.output.suffix == '.npy' else 'in column ok'}"
-        summary += f"; {len(failures)} failed, listed in {errors_path})"
-    sys.stderr.write(summary + "\n")
-    return 0
+    failures += [(valid[i].line, f"{args.items}:{valid[i].line}: {message}") for i, message in result.errors]
+    return embeddings, ok, sorted(failures)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it, as the embeddings are written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        Path(temporary).replace(path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -1,4 +1,4 @@
-"""``unite index build`` / ``unite index info``: a durable, incremental multimodal index."""
+"""``unite index build|info|stats|remove``: a durable, incremental multimodal index."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from unite.cli.options import add_model_options, encoder_from_args
+from unite.cli.options import add_model_options, setting_overrides
 from unite.errors import ConfigError
 
 __all__ = ["add_parser"]
@@ -17,11 +18,18 @@ EPILOG = """\
 SOURCE is a folder (images, videos, .txt/.md files, walked recursively; hidden files skipped) or a JSONL file
 with one item per line: {"id": ..., "text": ..., "image": path, "video": path, "metadata": {...}}.
 
+A folder walk stays inside the folder: links whose real path lies outside it are skipped (and counted in the
+summary), each real file or folder is indexed once, under the first path the walk meets (names sorted, depth
+first), and loops end. Records keep paths relative to the folder.
+
 A rerun encodes only new or changed entries (by content hash); --sync also removes the entries of deleted files.
-An interrupted build keeps every committed batch and resumes when rerun.
+An interrupted build keeps every committed batch and resumes when rerun. A rerun reuses the model, encoding
+settings, backend, Qdrant URL and collection the index records; --model is needed only for a new index or when
+the model folder has moved (its weights must match the index's fingerprint).
 
 examples:
   unite index build ~/photos --index photos.index --model friedrichor/Unite-Base-Qwen2-VL-2B
+  unite index build ~/photos --index photos.index --sync
   unite index build ~/videos --index videos.index --model ... --clip-seconds 10 --sync
   unite index build items.jsonl --index items.index --model ... --backend qdrant --qdrant-url http://host:6333
 """
@@ -43,11 +51,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     build.add_argument("source", metavar="SOURCE", type=Path, help="folder or .jsonl file")
     build.add_argument("--index", required=True, type=Path, help="index folder (created if absent)")
-    add_model_options(build)
-    store = build.add_argument_group("store")
-    store.add_argument("--backend", choices=["lancedb", "qdrant"], default="lancedb", help="default: lancedb")
+    add_model_options(
+        build,
+        model_required=False,
+        model_help="checkpoint folder or Hugging Face id (owner/name); needed for a new index, else default: the "
+        "model the index records",
+    )
+    store = build.add_argument_group("store (default for a rerun: what the index records)")
+    store.add_argument("--backend", choices=["lancedb", "qdrant"], help="default for a new index: lancedb")
     store.add_argument("--qdrant-url", help="Qdrant server URL; without it Qdrant runs embedded in the index folder")
-    store.add_argument("--collection", default="unite", help="Qdrant collection name (default %(default)s)")
+    store.add_argument("--collection", help="Qdrant collection name (default for a new index: unite)")
     store.add_argument(
         "--ann-threshold",
         type=int,
@@ -67,35 +80,40 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     info.add_argument("--index", required=True, type=Path, help="index folder")
     info.set_defaults(run=run_info)
 
+    stats = actions.add_parser(
+        "stats",
+        help="items per modality, size on disk, version, model and its weights fingerprint",
+        description="Show what an index holds: items per modality, total, size on disk, table version (LanceDB), "
+        "backend, model and the fingerprint of the weights it was built with.",
+    )
+    stats.add_argument("--index", required=True, type=Path, help="index folder")
+    stats.add_argument("--json", action="store_true", help="print JSON")
+    stats.set_defaults(run=run_stats)
 
-def _model_name(model: str) -> str:
-    path = Path(model).expanduser()
-    return str(path.resolve()) if path.is_dir() else model
+    remove = actions.add_parser(
+        "remove",
+        help="remove entries by id",
+        description="Remove entries by id (one commit). Exits 1 when none of the ids is in the index. A later "
+        "build adds an entry back if its file is still in the source.",
+    )
+    remove.add_argument("--index", required=True, type=Path, help="index folder")
+    remove.add_argument("ids", nargs="+", metavar="ID", help="entry ids, as search shows them")
+    remove.set_defaults(run=run_remove)
 
 
 def run_build(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from unite.index import DEFAULT_ANN_THRESHOLD, IndexManifest, build_index, create_store, scan_source
+    from unite.index import build_index, create_store, scan_source
+    from unite.index.sources import check_source
 
-    if args.clip_seconds is not None and args.clip_seconds <= 0:
-        raise ConfigError(f"--clip-seconds must be positive, got {args.clip_seconds}")
-    if args.commit_every < 1 or args.batch_size < 1:
-        raise ConfigError("--commit-every and --batch-size must be at least 1")
-    if args.qdrant_url and args.backend != "qdrant":
-        raise ConfigError("--qdrant-url needs --backend qdrant")
-    encoder = encoder_from_args(args)
-    manifest = IndexManifest(
-        backend=args.backend,
-        model=_model_name(args.model),
-        settings=encoder.settings.to_dict(),
-        dim=encoder.embedding_dim,
-        ann_threshold=args.ann_threshold or DEFAULT_ANN_THRESHOLD,
-        url=args.qdrant_url,
-        collection=args.collection,
-    )
-    store = create_store(args.index, manifest, api_key=os.environ.get("QDRANT_API_KEY"))
+    _check_build_args(args)
+    check_source(args.source)  # before anything is loaded or created
+    existing = _existing_manifest(args.index)
+    encoder = _load_encoder(args, existing)
+    manifest = _build_manifest(args, existing, encoder)
     entries = scan_source(args.source, clip_seconds=args.clip_seconds, settings=encoder.settings, skip=args.index)
+    store = create_store(args.index, manifest, api_key=os.environ.get("QDRANT_API_KEY"))
 
     def embed(items: list) -> object:
         return encoder.encode_with_errors(items, batch_size=args.batch_size, show_progress_bar=False)
@@ -118,6 +136,64 @@ def run_build(args: argparse.Namespace) -> int:
     return 1 if report.failed and not report.encoded and not report.unchanged else 0
 
 
+def _check_build_args(args: argparse.Namespace) -> None:
+    if args.clip_seconds is not None and args.clip_seconds <= 0:
+        raise ConfigError(f"--clip-seconds must be positive, got {args.clip_seconds}")
+    if args.commit_every < 1 or args.batch_size < 1:
+        raise ConfigError("--commit-every and --batch-size must be at least 1")
+    if args.qdrant_url and args.backend not in (None, "qdrant"):
+        raise ConfigError("--qdrant-url needs --backend qdrant")
+
+
+def _existing_manifest(index: Path) -> Any:
+    from unite.index import read_manifest
+    from unite.index.store import MANIFEST_FILE
+
+    return read_manifest(index) if (index / MANIFEST_FILE).is_file() else None
+
+
+def _load_encoder(args: argparse.Namespace, existing: Any) -> Any:
+    """The build's encoder: ``--model``, else the index's model; a rerun starts from the index's settings."""
+    from unite.cli.search import model_for_index
+    from unite.index.store import MANIFEST_FILE
+    from unite.models.encoder import UniteEncoder
+    from unite.settings import EncodingSettings
+
+    if existing is None and not args.model:
+        raise ConfigError(f"--model is required to build a new index ({args.index} holds no {MANIFEST_FILE} yet)")
+    args.model = model_for_index(existing, args.model)
+    return UniteEncoder.from_pretrained(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        revision=args.revision,
+        attn_implementation=args.attn_implementation,
+        settings=EncodingSettings.from_dict(existing.settings) if existing else None,
+        **setting_overrides(args),
+    )
+
+
+def _build_manifest(args: argparse.Namespace, existing: Any, encoder: Any) -> Any:
+    """The manifest of this build: the arguments given, else what the index records, else the defaults."""
+    from unite.index import DEFAULT_ANN_THRESHOLD, IndexManifest
+
+    backend = args.backend or (existing.backend if existing else "lancedb")
+    same = existing is not None and existing.backend == backend
+    url = args.qdrant_url or (existing.url if same else None)
+    if url and backend != "qdrant":
+        raise ConfigError("--qdrant-url needs --backend qdrant")
+    return IndexManifest(
+        backend=backend,
+        model=args.model,
+        settings=encoder.settings.to_dict(),
+        dim=encoder.embedding_dim,
+        ann_threshold=args.ann_threshold or (existing.ann_threshold if existing else DEFAULT_ANN_THRESHOLD),
+        url=url,
+        collection=args.collection or (existing.collection if same else "unite"),
+        model_fingerprint=getattr(encoder, "weights_fingerprint", None),
+    )
+
+
 def run_info(args: argparse.Namespace) -> int:
     from unite.index import open_store, read_manifest
 
@@ -125,6 +201,58 @@ def run_info(args: argparse.Namespace) -> int:
     store = open_store(args.index, api_key=os.environ.get("QDRANT_API_KEY"))
     info = {"index": str(args.index), "backend": manifest.backend, "model": manifest.model, "dim": manifest.dim}
     info.update({"items": store.count(), "url": manifest.url, "settings": manifest.settings})
+    info.update({"model_fingerprint": manifest.model_fingerprint, "format": manifest.format})
     store.close()
     sys.stdout.write(json.dumps(info, indent=2) + "\n")
     return 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from unite.index import open_store, read_manifest
+
+    manifest = read_manifest(args.index)
+    store = open_store(args.index, api_key=os.environ.get("QDRANT_API_KEY"))
+    stats = store.stats()
+    store.close()
+    info = {"index": str(args.index), "backend": manifest.backend, "url": manifest.url, "model": manifest.model}
+    info.update({"model_fingerprint": manifest.model_fingerprint, **stats})
+    if args.json:
+        sys.stdout.write(json.dumps(info, indent=2) + "\n")
+        return 0
+    items = ", ".join(f"{name} {count}" for name, count in sorted(stats["items"].items()))
+    size = "unknown (on the Qdrant server)" if stats["bytes"] is None else _size(stats["bytes"])
+    lines = [
+        f"index: {args.index}",
+        f"backend: {manifest.backend}" + (f" at {manifest.url}" if manifest.url else ""),
+        f"model: {manifest.model}",
+        f"model fingerprint: {manifest.model_fingerprint or 'not recorded (built by an older unite-embed)'}",
+        f"items: {stats['total']}" + (f" ({items})" if items else ""),
+        f"size on disk: {size}",
+        f"version: {'-' if stats['version'] is None else stats['version']}",
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def _size(size: int) -> str:
+    """``1536`` -> ``1.5 KiB (1536 bytes)``."""
+    value, unit = float(size), "bytes"
+    for larger in ("KiB", "MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, larger
+    return f"{size} bytes" if unit == "bytes" else f"{value:.1f} {unit} ({size} bytes)"
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    from unite.index import open_store
+
+    store = open_store(args.index, api_key=os.environ.get("QDRANT_API_KEY"))
+    ids = list(dict.fromkeys(args.ids))
+    found = [record_id for record_id in ids if store.get(record_id) is not None]
+    store.delete(found)
+    store.close()
+    unknown = [record_id for record_id in ids if record_id not in found]
+    line = f"{args.index}: removed {len(found)} of {len(ids)} ids"
+    sys.stdout.write(line + (f"; not found: {', '.join(unknown)}" if unknown else "") + "\n")
+    return 0 if found else 1

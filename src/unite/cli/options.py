@@ -10,9 +10,14 @@ from unite.settings import PositionScheme, Truncation
 __all__ = ["add_model_options", "encoder_from_args", "setting_overrides"]
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
+def add_model_options(
+    parser: argparse.ArgumentParser,
+    model_required: bool = True,
+    model_help: str = "checkpoint folder or Hugging Face id (owner/name)",
+) -> None:
+    """Model, media and text options (``--model`` optional where a command can find the model elsewhere)."""
     model = parser.add_argument_group("model")
-    model.add_argument("--model", required=True, help="checkpoint folder or Hugging Face id (owner/name)")
+    model.add_argument("--model", required=model_required, help=model_help)
     model.add_argument("--revision", help="Hub revision (branch, tag or commit)")
     model.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default: cuda, else mps, else cpu")
     model.add_argument(

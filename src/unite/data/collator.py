@@ -53,7 +53,15 @@ class ItemProcessor:
 
     def estimate_length(self, item: Item) -> int:
         """Tokens the item will take, from its text length and media headers only (no decoding)."""
-        text = len(self.tokenizer(item.plain_text + (item.instruction or ""))["input_ids"]) + _TEMPLATE_TOKENS
+        text, visual = self.token_counts(item)
+        return text + _TEMPLATE_TOKENS + visual
+
+    def token_counts(self, item: Item) -> tuple[int, int]:
+        """(text tokens, visual tokens) of the item, from its text and media headers only (no decoding).
+
+        Text tokens count the item's text and instruction, not the prompt template around them.
+        """
+        text = len(self.tokenizer(item.plain_text + (item.instruction or ""))["input_ids"])
         visual = 0
         for image in item.images:
             height, width = probe_image(image, self.settings)
@@ -62,7 +70,7 @@ class ItemProcessor:
             frames, height, width = probe_video(video, self.settings)
             kind = "frames" if isinstance(video, (list, tuple, np.ndarray)) else "video"
             visual += visual_token_count(kind, height, width, frames, self.settings)
-        return text + visual
+        return text, visual
 
     def prepare(self, item: Item) -> Features:
         """Load the item's media and tokenize its prompt, expanding each pad token to its visual token count."""

@@ -41,11 +41,13 @@ from unite.types import VideoClip
 
 __all__ = [
     "VisualInput",
+    "clip_indices",
     "load_image",
     "load_video",
     "patchify",
     "probe_image",
     "probe_video",
+    "sample_indices",
     "smart_resize",
     "video_frame_count",
     "visual_token_count",
@@ -282,7 +284,12 @@ class VideoInfo:
 
 
 def video_frame_count(info: VideoInfo, settings: EncodingSettings) -> int:
-    """How many frames to sample from a video file (even, within [2, T])."""
+    """How many frames to sample from a video file: n of REFERENCE.md section 4, even and at least 2.
+
+    With a fixed count, n is that count rounded to even; with a rate, n = T / video_fps * fps clamped to
+    [min_frames rounded up to even, max_frames rounded down to even], then rounded to even. n may exceed the
+    file's T frames: :func:`sample_indices` then repeats the last frame.
+    """
     if settings.video_frames is not None:
         count = round(settings.video_frames / FRAME_FACTOR) * FRAME_FACTOR
     else:
@@ -291,35 +298,33 @@ def video_frame_count(info: VideoInfo, settings: EncodingSettings) -> int:
         count = info.frames / info.fps * settings.video_fps
         count = min(max(count, min_frames), max_frames)
         count = round(count / FRAME_FACTOR) * FRAME_FACTOR
-    if not FRAME_FACTOR <= count <= info.frames:
-        raise MediaError(
-            f"cannot sample {count} frames from a video of {info.frames} frames (the count must lie in "
-            f"[{FRAME_FACTOR}, {info.frames}]); set a smaller video frame count or rate"
-        )
-    return count
+    return max(count, FRAME_FACTOR)
 
 
 def sample_indices(total: int, count: int) -> list[int]:
-    """Frame indices ``round(linspace(0, total - 1, count))`` (round half to even, as torch does)."""
+    """The ``count`` frame indices taken from a video (or clip) of ``total`` frames.
+
+    When ``count <= total``, ``round(linspace(0, total - 1, count))`` (round half to even, as torch does), as the
+    reference pipeline takes them. When the video is shorter than the count (where the reference refused), every
+    frame in order, the last one repeated up to ``count``: ``sample_indices(3, 4) == [0, 1, 2, 2]``.
+    """
+    if total < 1:
+        raise MediaError(f"cannot sample frames from a video of {total} frames")
+    if count > total:
+        return list(range(total)) + [total - 1] * (count - total)
     return [int(i) for i in torch.linspace(0, total - 1, count).round().long().tolist()]
 
 
 def clip_indices(clip: VideoClip, info: VideoInfo, settings: EncodingSettings) -> list[int]:
     """Frame indices of a clip: sampled like a whole file's (rate or fixed count), within the clip's frames.
 
-    A clip too short for the asked count takes every usable frame (an even number, at least 2).
+    A clip holding fewer frames than the count takes them all and repeats its last, as a short file does.
     """
     first = min(int(round(clip.start * info.fps)), info.frames - 1)
     last = min(max(int(round(clip.end * info.fps)) - 1, first + 1), info.frames - 1)
     span = last - first + 1
-    usable = span - span % FRAME_FACTOR
-    if usable < FRAME_FACTOR:
-        raise MediaError(f"{clip.path}: the clip {clip.start:g}-{clip.end:g} s holds fewer than {FRAME_FACTOR} frames")
-    try:
-        count = video_frame_count(VideoInfo(span, info.fps, info.height, info.width), settings)
-    except MediaError:
-        count = usable
-    return [first + index for index in sample_indices(span, min(count, usable))]
+    count = video_frame_count(VideoInfo(span, info.fps, info.height, info.width), settings)
+    return [first + index for index in sample_indices(span, count)]
 
 
 def probe_video(source: Any, settings: EncodingSettings) -> tuple[int, int, int]:
@@ -332,10 +337,7 @@ def probe_video(source: Any, settings: EncodingSettings) -> tuple[int, int, int]
         height, width = probe_image(frames[0], settings)
         return len(frames) + len(frames) % FRAME_FACTOR, height, width
     info = _video_info(source, settings)
-    try:
-        return video_frame_count(info, settings), info.height, info.width
-    except MediaError as error:
-        raise _named(source, error) from None
+    return video_frame_count(info, settings), info.height, info.width
 
 
 def load_video(source: Any, settings: EncodingSettings) -> VisualInput:
@@ -350,13 +352,10 @@ def load_video(source: Any, settings: EncodingSettings) -> VisualInput:
     else:
         path = source.path if isinstance(source, VideoClip) else source
         info = _video_info(path, settings)
-        try:
-            if isinstance(source, VideoClip):
-                indices = clip_indices(source, info, settings)
-            else:
-                indices = sample_indices(info.frames, video_frame_count(info, settings))
-        except MediaError as error:
-            raise _named(path, error) from None
+        if isinstance(source, VideoClip):
+            indices = clip_indices(source, info, settings)
+        else:
+            indices = sample_indices(info.frames, video_frame_count(info, settings))
         decoded = _decode_frames(path, settings, indices)
         try:
             frames = list(_stage1_video_resize(decoded, settings.video_max_pixels))
@@ -407,6 +406,11 @@ def _video_info(source: Any, settings: EncodingSettings) -> VideoInfo:
     with container:
         if not container.streams.video:
             raise MediaError(f"{_name(source)}: no video stream")
+        if _is_still_image(container.format.name):
+            raise MediaError(
+                f"{_name(source)}: a still image ({container.format.name}), not a video; give it as an image, "
+                "or as a list of frames"
+            )
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate
         height, width = stream.codec_context.height, stream.codec_context.width
@@ -417,6 +421,11 @@ def _video_info(source: Any, settings: EncodingSettings) -> VideoInfo:
         raise MediaError(f"{_name(source)}: empty video ({frames} frames of {width}x{height})")
     _check_pixels(height * width, settings, _name(source))
     return VideoInfo(int(frames), float(rate), int(height), int(width))
+
+
+def _is_still_image(format_name: str) -> bool:
+    """Whether FFmpeg read the file with one of its still-image demuxers (``png_pipe``, ``image2``, ...)."""
+    return format_name.endswith("_pipe") or format_name in ("image2", "image2pipe")
 
 
 def _count_packets(container: Any, stream: Any, source: Any) -> int:
@@ -479,7 +488,8 @@ def _decode_frames(source: Any, settings: EncodingSettings, indices: list[int]) 
     missing = [index for index in wanted if index not in found]
     if missing:
         raise MediaError(
-            f"{_name(source)}: truncated video, frame {missing[0]} of the {len(indices)} sampled could not be decoded"
+            f"{_name(source)}: truncated video, frame {missing[0]} could not be decoded ({len(missing)} of the "
+            f"{len(wanted)} distinct frames sampled are missing)"
         )
     return np.stack([found[index] for index in indices])
 

@@ -12,15 +12,15 @@ import csv
 import hashlib
 import json
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unite.data.jsonl import read_item_lines
+from unite.data.jsonl import read_item_lines, read_json_file, read_json_lines, read_text_lines
 from unite.errors import ConfigError, InputError
 from unite.evaluation.tasks import Direction, Layout, TaskSpec
-from unite.types import Item
+from unite.types import Item, check_unicode
 
 __all__ = ["Entry", "Pair", "TaskData", "load_task_data", "pairs_to_task"]
 
@@ -161,10 +161,53 @@ def _unique(ids: list[str], kind: str, source: str) -> set[str]:
 
 
 def _read_json(path: Path) -> Any:
+    """A whole JSON file, through the guarded reader (BOM stripped; bad bytes and bad JSON named by line)."""
+    return read_json_file(path)
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of every non-blank line of a JSON lines file; the first bad line raises."""
+    for line in read_json_lines(path):
+        if line.blank:
+            continue
+        if line.error is not None:
+            raise line.error
+        yield line.number, line.value
+
+
+def _read_text(path: Path) -> str:
+    """A whole text file as UTF-8, a leading BOM stripped; a bad byte is an InputError naming it."""
+    lines = []
+    for line in read_text_lines(path):
+        if line.error is not None:
+            raise line.error
+        lines.append(line.text)
+    return "\n".join(lines)
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, row) of a CSV file with a header, read as UTF-8 with an optional BOM."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}:{error.lineno}: invalid JSON ({error.msg})") from None
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            for row in reader:
+                yield reader.line_num, row
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not UTF-8: byte 0x{error.object[error.start]:02x} ({error.reason})") from None
+    except csv.Error as error:
+        raise InputError(f"{path}: not a readable CSV file ({error})") from None
+
+
+def _text_field(record: Any, key: str, where: str) -> str:
+    """A field that must be a string (every character encodable as UTF-8)."""
+    value = _field(record, key, where)
+    if not isinstance(value, str):
+        raise InputError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
+    try:
+        check_unicode(value, f"field {key!r}")
+    except InputError as error:
+        raise InputError(f"{where}: {error}") from None
+    return value
 
 
 def _field(record: Any, key: str, where: str) -> Any:
@@ -251,9 +294,7 @@ def _read_qrels(
 ) -> dict[str, dict[str, int]]:
     """``query_id<TAB>corpus_id<TAB>relevance`` per line; a first line that is a header is skipped."""
     qrels: dict[str, dict[str, int]] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, line in _tsv_lines(path):
         parts = line.split("\t") if "\t" in line else line.split()
         if len(parts) != 3:
             raise InputError(f"{path}:{number}: expected query_id<TAB>corpus_id<TAB>relevance, got {line!r}")
@@ -272,16 +313,23 @@ def _read_qrels(
     return qrels
 
 
+def _tsv_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of the non-blank lines of a text file, by the guarded reader's rules."""
+    for line in read_text_lines(path):
+        if line.error is not None:
+            raise line.error
+        if not line.blank:
+            yield line.number, line.text
+
+
 def _read_pools(path: Path, query_ids: set[str], corpus_ids: set[str]) -> dict[str, list[str]]:
-    """``{"query_id": ..., "candidates": [ids]}`` per line."""
+    """``{"query_id": ..., "candidates": [ids]}`` per line; blank lines are skipped."""
     pools = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, record in _json_lines(path):
         where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(f"{where}: invalid JSON ({error.msg})") from None
         query_id, candidates = str(_field(record, "query_id", where)), _field(record, "candidates", where)
+        if not isinstance(candidates, list):
+            raise InputError(f"{where}: 'candidates' must be a list of ids, got {type(candidates).__name__}")
         if query_id not in query_ids:
             raise InputError(f"{where}: query id {query_id!r} is not a query")
         unknown = [c for c in map(str, candidates) if c not in corpus_ids]
@@ -303,13 +351,12 @@ def _load_mmeb(spec: TaskSpec, folder: Path) -> TaskData:
     image_root = folder / spec.options.get("image_root", "eval_images")
     records = _read_records(path)
     queries, corpus, qrels, pools = [], {}, {}, {}
-    for row, record in enumerate(records):
-        where = f"{path}:{row + 1}"
+    for row, (number, record) in enumerate(records):
+        where = f"{path}:{number}"
         query_id = f"q{row}"
         queries.append(Entry(query_id, _mmeb_item(record, "qry_text", "qry_img_path", image_root, where)))
         texts, images = _field(record, "tgt_text", where), _field(record, "tgt_img_path", where)
-        texts, images = list(texts), list(images)
-        if not texts or len(texts) != len(images):
+        if not isinstance(texts, list) or not isinstance(images, list) or not texts or len(texts) != len(images):
             raise InputError(f"{where}: tgt_text and tgt_img_path must be non-empty lists of equal length")
         pool: list[str] = []
         for text, image in zip(texts, images):
@@ -336,27 +383,23 @@ def _mmeb_file(spec: TaskSpec, folder: Path, subset: str) -> Path:
     raise ConfigError(f"task {spec.name}: MMEB-eval file for {subset} not found (tried {tried})")
 
 
-def _read_records(path: Path) -> list[dict[str, Any]]:
+def _read_records(path: Path) -> list[tuple[int, Any]]:
+    """(line number, record) of a JSON lines file (blank lines skipped), or (row + 1, record) of a parquet file."""
     if path.suffix == ".parquet":
         try:
             import pyarrow.parquet as pq
         except ImportError:
             raise ConfigError(f"{path}: reading parquet needs pyarrow: pip install 'unite-embed[parquet]'") from None
-        return pq.read_table(path).to_pylist()
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            raise InputError(f"{path}:{number}: invalid JSON ({error.msg})") from None
-    return records
+        return list(enumerate(pq.read_table(path).to_pylist(), start=1))
+    return list(_json_lines(path))
 
 
 def _mmeb_item(record: dict[str, Any], text_key: str, image_key: str, image_root: Path, where: str) -> Item:
-    text = str(_field(record, text_key, where) or "").replace(MMEB_PLACEHOLDER, "<|IMAGE|>")
-    image = _field(record, image_key, where)
+    text, image = _field(record, text_key, where), _field(record, image_key, where)
+    for key, value in ((text_key, text), (image_key, image)):
+        if value is not None and not isinstance(value, str):
+            raise InputError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
+    text = (text or "").replace(MMEB_PLACEHOLDER, "<|IMAGE|>")
     try:
         return Item(text=text or None, images=(str(image_root / image),) if image else ())
     except InputError as error:
@@ -406,7 +449,7 @@ def _load_caption_folder(spec: TaskSpec, folder: Path) -> TaskData:
     pairs = []
     for caption_file in sorted(captions_dir.glob("*.txt")):
         image = _resolve_media(images_dir, caption_file.stem, _IMAGE_EXTENSIONS)
-        pairs.append(Pair(caption_file.stem, image, (caption_file.read_text(encoding="utf-8").strip(),)))
+        pairs.append(Pair(caption_file.stem, image, (_read_text(caption_file).strip(),)))
     if not pairs:
         raise ConfigError(f"task {spec.name}: no caption files (*.txt) in {captions_dir}")
     return pairs_to_task(pairs, spec, f"task {spec.name} ({folder})")
@@ -418,14 +461,13 @@ def _load_docci(spec: TaskSpec, folder: Path) -> TaskData:
     images_dir = folder / spec.files.get("media", "images")
     split = spec.options.get("split", "test")
     pairs = []
-    for number, record in enumerate(_read_records(path), start=1):
+    for number, record in _read_records(path):
         where = f"{path}:{number}"
         if _field(record, "split", where) != split:
             continue
-        image = images_dir / _field(record, "image_file", where)
-        pairs.append(
-            Pair(str(_field(record, "example_id", where)), str(image), (_field(record, "description", where),))
-        )
+        image = images_dir / _text_field(record, "image_file", where)
+        example_id, description = _field(record, "example_id", where), _text_field(record, "description", where)
+        pairs.append(Pair(str(example_id), str(image), (description,)))
     return pairs_to_task(pairs, spec, f"task {spec.name} ({path})")
 
 
@@ -434,10 +476,9 @@ def _load_msrvtt(spec: TaskSpec, folder: Path) -> TaskData:
     path = _file(spec, folder, "annotations", "MSRVTT_JSFUSION_test.csv")
     videos_dir = folder / spec.files.get("media", "videos")
     grouped: dict[str, list[str]] = {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        for number, row in enumerate(csv.DictReader(handle), start=2):
-            where = f"{path}:{number}"
-            grouped.setdefault(_field(row, "video_id", where), []).append(_field(row, "sentence", where).strip())
+    for number, row in _csv_rows(path):
+        where = f"{path}:{number}"
+        grouped.setdefault(_text_field(row, "video_id", where), []).append(_text_field(row, "sentence", where).strip())
     pairs = [
         Pair(video, _resolve_media(videos_dir, video, _VIDEO_EXTENSIONS), tuple(c)) for video, c in grouped.items()
     ]
@@ -462,7 +503,7 @@ def _load_msvd(spec: TaskSpec, folder: Path) -> TaskData:
     except (pickle.UnpicklingError, EOFError) as error:
         raise InputError(f"{captions_path}: not a captions pickle ({error})") from None
     pairs = []
-    for number, video in enumerate(ids_path.read_text(encoding="utf-8").split(), start=1):
+    for number, video in enumerate(_read_text(ids_path).split(), start=1):
         if video not in captions:
             raise InputError(f"{ids_path}:{number}: video {video!r} has no captions in {captions_path.name}")
         texts = tuple(" ".join(t) if isinstance(t, list) else str(t) for t in captions[video])
@@ -503,15 +544,14 @@ def _load_webvid_covr(spec: TaskSpec, folder: Path) -> TaskData:
     path = _file(spec, folder, "annotations", "webvid8m-covr_test.csv")
     videos_dir = folder / spec.files.get("media", "videos")
     queries, targets, qrels = [], {}, {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        for number, row in enumerate(csv.DictReader(handle), start=2):
-            where = f"{path}:{number}"
-            source, target = _field(row, "pth1", where), _field(row, "pth2", where)
-            source_video = _resolve_media(videos_dir, f"{source}.mp4")
-            query_id, target_id = f"q{number - 2}", f"video:{target}"
-            queries.append(Entry(query_id, Item(text=_field(row, "edit", where), videos=(source_video,))))
-            targets.setdefault(target_id, Entry(target_id, Item(videos=(_resolve_media(videos_dir, f"{target}.mp4"),))))
-            qrels[query_id] = {target_id: 1}
+    for row_index, (number, row) in enumerate(_csv_rows(path)):
+        where = f"{path}:{number}"
+        source, target = _text_field(row, "pth1", where), _text_field(row, "pth2", where)
+        source_video = _resolve_media(videos_dir, f"{source}.mp4")
+        query_id, target_id = f"q{row_index}", f"video:{target}"
+        queries.append(Entry(query_id, Item(text=_text_field(row, "edit", where), videos=(source_video,))))
+        targets.setdefault(target_id, Entry(target_id, Item(videos=(_resolve_media(videos_dir, f"{target}.mp4"),))))
+        qrels[query_id] = {target_id: 1}
     return TaskData(queries, list(targets.values()), qrels, source=f"task {spec.name} ({path})")
 
 

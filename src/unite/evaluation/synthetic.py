@@ -18,7 +18,7 @@ from unite.testing import make_image, make_video
 
 __all__ = ["CLIP_FRAMES", "build_stand_in", "caption", "write_generic_task"]
 
-#: Frames of every synthetic clip (enough for ``video_frames`` up to this count).
+#: Frames of every synthetic clip (a larger ``video_frames`` repeats the last frame, as for any short video).
 CLIP_FRAMES = 8
 _WORDS = ("red", "blue", "green", "yellow", "purple", "orange", "white", "black", "grey", "pink", "brown", "gold")
 

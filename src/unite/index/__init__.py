@@ -6,7 +6,7 @@ Nothing here knows about models: builds take an embed callable, searches take a 
 from __future__ import annotations
 
 from unite.index.build import BuildReport, build_index, plan_build
-from unite.index.sources import Entry, scan_folder, scan_jsonl, scan_source
+from unite.index.sources import Entry, Scan, Skipped, scan_folder, scan_jsonl, scan_source
 from unite.index.store import (
     BACKENDS,
     DEFAULT_ANN_THRESHOLD,
@@ -28,6 +28,8 @@ __all__ = [
     "Hit",
     "IndexManifest",
     "Record",
+    "Scan",
+    "Skipped",
     "VectorStore",
     "build_index",
     "create_store",

@@ -8,15 +8,17 @@ skipped). The encoder is any callable, so this module knows nothing about models
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from unite.errors import UniteError
-from unite.index.sources import Entry, materialize
+from unite.index.sources import Entry, Scan, Skipped, locate, materialize
 from unite.index.store import Record, VectorStore
 from unite.settings import EncodingSettings
 
@@ -48,7 +50,7 @@ class BuildPlan:
 
 @dataclass
 class BuildReport:
-    """What a build did."""
+    """What a build did, and what the folder walk left out (``skipped``)."""
 
     scanned: int = 0
     added: int = 0
@@ -58,24 +60,43 @@ class BuildReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     ann_index: bool = False
+    skipped: Skipped = field(default_factory=Skipped)
 
     @property
     def encoded(self) -> int:
         return self.added + self.updated
 
     def summary(self) -> str:
-        return (
+        """One line: counts, then what the walk skipped (only the kinds that occurred)."""
+        line = (
             f"{self.scanned} scanned: {self.added} added, {self.updated} updated, {self.unchanged} unchanged, "
             f"{self.deleted} deleted, {len(self.failed)} failed in {self.seconds:.1f} s"
         )
+        skipped = self.skipped
+        parts = [
+            _count(len(skipped.outside), "link pointing outside the folder", "links pointing outside the folder"),
+            _count(len(skipped.unreadable), "unreadable folder", "unreadable folders"),
+            _count(skipped.repeated, "repeated path (a file or folder already walked)", "repeated paths"),
+            _count(skipped.broken, "broken link", "broken links"),
+        ]
+        parts = [part for part in parts if part]
+        return line + (f"; skipped {', '.join(parts)}" if parts else "")
 
 
-def plan_build(entries: Sequence[Entry], existing: dict[str, tuple[str, str]], sync: bool = False) -> BuildPlan:
+def _count(number: int, one: str, many: str) -> str:
+    return "" if not number else f"{number} {one if number == 1 else many}"
+
+
+def plan_build(
+    entries: Sequence[Entry], existing: dict[str, tuple[str, str]], sync: bool = False, skipped: Skipped | None = None
+) -> BuildPlan:
     """Compare scanned entries with the store's ``{id: (source, hash)}``.
 
-    Stale ids of a source that is still there (clips of a video whose clip layout changed) are always deleted;
-    ids of sources that are gone only with ``sync``.
+    Stale ids of a source that is still there (clips of a video whose clip layout changed) are always deleted, and
+    so are the ids of paths the walk now refuses (links pointing outside the folder); ids of sources that are gone
+    only with ``sync``, except those under a folder the walk could not list.
     """
+    skipped = skipped or Skipped()
     current = {entry.id for entry in entries}
     sources = {entry.source for entry in entries}
     encode = [entry for entry in entries if existing.get(entry.id, ("", ""))[1] != entry.content_hash]
@@ -83,9 +104,21 @@ def plan_build(entries: Sequence[Entry], existing: dict[str, tuple[str, str]], s
     delete = [
         record_id
         for record_id, (source, _) in existing.items()
-        if record_id not in current and (sync or source in sources)
+        if record_id not in current and _stale(source, sources, skipped, sync)
     ]
     return BuildPlan(encode, len(entries) - len(encode), changed, delete)
+
+
+def _stale(source: str, sources: set[str], skipped: Skipped, sync: bool) -> bool:
+    """Whether a record of ``source`` that the scan did not produce goes."""
+    if source in sources or _under(source, skipped.outside):
+        return True
+    return sync and not _under(source, skipped.unreadable)
+
+
+def _under(source: str, paths: Sequence[str]) -> bool:
+    """Whether a folder source (a relative path) is one of ``paths`` or lies under one of them."""
+    return any(source == path or source.startswith(path + "/") for path in paths)
 
 
 def build_index(
@@ -101,7 +134,7 @@ def build_index(
 
     Args:
         store: the open index.
-        entries: from :func:`unite.index.sources.scan_source`.
+        entries: from :func:`unite.index.sources.scan_source` (a :class:`Scan` also brings what its walk skipped).
         embed: items -> result with ``embeddings`` (N, D), ``ok`` (N,) and ``errors`` [(index, reason)].
         settings: encoding settings, used to decode clips.
         sync: also delete the entries of sources that are gone.
@@ -114,8 +147,9 @@ def build_index(
     started = time.perf_counter()
     settings = settings or EncodingSettings()
     existing = store.content_hashes()
-    plan = plan_build(entries, existing, sync=sync)
-    report = BuildReport(scanned=len(entries), unchanged=plan.unchanged)
+    skipped = entries.skipped if isinstance(entries, Scan) else Skipped()
+    plan = plan_build(entries, existing, sync=sync, skipped=skipped)
+    report = BuildReport(scanned=len(entries), unchanged=plan.unchanged, skipped=skipped)
     if plan.delete:
         store.delete(plan.delete)
         report.deleted = len(plan.delete)
@@ -155,6 +189,7 @@ def _encode_batch(
         if not result.ok[index]:
             report.failed.append((entry.id, reasons.get(index, "not embedded")))
             continue
+        root, path = _location(entry)
         records.append(
             Record(
                 id=entry.id,
@@ -162,11 +197,20 @@ def _encode_batch(
                 modality=entry.modality,
                 source=entry.source,
                 content_hash=entry.content_hash,
-                path=entry.path,
+                path=path,
                 start=entry.start,
                 end=entry.end,
                 text=entry.text,
                 metadata=entry.metadata,
+                root=root,
             )
         )
     return records
+
+
+def _location(entry: Entry) -> tuple[str, str]:
+    """``(root, relative path)`` of an entry; an entry made without a root keeps only its file name as ``path``."""
+    if entry.root or not entry.path:
+        return entry.root, entry.path
+    real = Path(os.path.realpath(entry.path))
+    return locate(str(real), str(real.parent))

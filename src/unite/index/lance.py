@@ -1,22 +1,28 @@
-"""LanceDB backend: one on-disk table holding vectors, modality and metadata; every write is an atomic commit."""
+"""LanceDB backend: one on-disk table holding vectors, modality and metadata; every write is an atomic commit.
+
+Every commit makes a new table version. A reader keeps the version it opened until :meth:`LanceStore.refresh`;
+builds remove versions older than ``CLEANUP_OLDER_THAN`` (the grace period), so a reader that refreshes at least
+that often never loses its files, and one that does not is moved to the latest version when its files are gone.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from unite.errors import ConfigError
 from unite.index.store import Hit, IndexManifest, Record, VectorStore, _check_vector, check_modality, modality_name
 
-__all__ = ["ANN_NPROBES", "ANN_REFINE_FACTOR", "LanceStore", "ann_partitions"]
+__all__ = ["ANN_NPROBES", "ANN_REFINE_FACTOR", "CLEANUP_OLDER_THAN", "LanceStore", "ann_partitions"]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TABLE = "items"
 #: The approximate index is IVF_SQ: sqrt(rows) IVF partitions, vectors scalar-quantised to 8 bits. A query probes
@@ -26,9 +32,12 @@ TABLE = "items"
 #: re-ranking).
 ANN_NPROBES = 20
 ANN_REFINE_FACTOR = 10
-#: Table versions older than this are removed after a build (readers may still hold a recent one).
+#: The grace period: a build removes only table versions older than this, so a reader holding a version committed
+#: less than this long ago keeps its files.
 CLEANUP_OLDER_THAN = timedelta(minutes=10)
-_COLUMNS = ["id", "modality", "source", "content_hash", "path", "start", "end", "text", "metadata"]
+_COLUMNS = ["id", "modality", "source", "content_hash", "path", "start", "end", "text", "metadata", "root"]
+#: What LanceDB reports when a version's data files were removed under a reader.
+_VANISHED = "Not found"
 
 
 def _lancedb() -> Any:
@@ -64,12 +73,30 @@ class LanceStore(VectorStore):
                 ("end", pa.float64()),
                 ("text", pa.string()),
                 ("metadata", pa.string()),
+                ("root", pa.string()),
             ]
         )
         if TABLE in self._db.list_tables().tables:
             self._table = self._db.open_table(TABLE)
         else:
             self._table = self._db.create_table(TABLE, schema=self._schema, exist_ok=True)
+        self._columns = self._readable_columns()
+
+    def _readable_columns(self) -> list[str]:
+        """The record columns this table has (tables written before format 2 have no ``root``)."""
+        names = set(self._table.schema.names)
+        return [name for name in _COLUMNS if name in names]
+
+    def _read(self, read: Callable[[], T]) -> T:
+        """Run a read; when the version it sees was cleaned up by a build, move to the latest and read again."""
+        try:
+            return read()
+        except (RuntimeError, OSError, ValueError) as error:  # LanceDB's error for files removed under a reader
+            if _VANISHED not in str(error):
+                raise
+            logger.info("index version %s was cleaned up by a build; reading the latest", self._table.version)
+            self.refresh()
+            return read()
 
     def _arrow(self, records: Sequence[Record]) -> Any:
         import pyarrow as pa
@@ -87,12 +114,16 @@ class LanceStore(VectorStore):
             "end": pa.array([r.end for r in records], pa.float64()),
             "text": [r.text for r in records],
             "metadata": [json.dumps(r.metadata, ensure_ascii=False) for r in records],
+            "root": [r.root for r in records],
         }
         return pa.table(columns, schema=self._schema)
 
     def upsert(self, records: Sequence[Record]) -> None:
         if not records:
             return
+        if "root" not in self._columns:  # an index built before format 2: add the column (empty: legacy rows)
+            self._table.add_columns({"root": "CAST('' AS STRING)"})
+            self._columns = self._readable_columns()
         data = self._arrow(records)
         if self._table.count_rows() == 0:
             self._table.add(data)
@@ -106,31 +137,54 @@ class LanceStore(VectorStore):
             self._table.delete(f"id IN ({', '.join(_quote(i) for i in chunk)})")
 
     def content_hashes(self) -> dict[str, tuple[str, str]]:
-        table = self._table.search().select(["id", "source", "content_hash"]).limit(None).to_arrow()
+        table = self._read(lambda: self._table.search().select(["id", "source", "content_hash"]).limit(None).to_arrow())
         return {
             i: (s, h)
             for i, s, h in zip(table["id"].to_pylist(), table["source"].to_pylist(), table["content_hash"].to_pylist())
         }
 
     def get(self, record_id: str) -> Hit | None:
-        rows = self._table.search().where(f"id = {_quote(record_id)}").select(_COLUMNS).limit(1).to_list()
+        where = f"id = {_quote(record_id)}"
+        rows = self._read(lambda: self._table.search().where(where).select(self._columns).limit(1).to_list())
         return _hit(rows[0], 0.0) if rows else None
 
     def search(self, vector: np.ndarray, k: int = 10, modality: int | None = None, exact: bool = False) -> list[Hit]:
         vector = _check_vector(vector, self.manifest.dim)
-        query = self._table.search(vector, vector_column_name="vector").metric("cosine").limit(k)
-        query = query.select([*_COLUMNS, "_distance"])
         modality = check_modality(modality)
-        if modality is not None:
-            query = query.where(f"modality = {modality}", prefilter=True)
-        if exact:
-            query = query.bypass_vector_index()
-        else:
-            query = query.nprobes(ANN_NPROBES).refine_factor(ANN_REFINE_FACTOR)
-        return [_hit(row, 1.0 - float(row["_distance"])) for row in query.to_list()]
+
+        def run() -> list[dict[str, Any]]:
+            query = self._table.search(vector, vector_column_name="vector").metric("cosine").limit(k)
+            query = query.select([*self._columns, "_distance"])
+            if modality is not None:
+                query = query.where(f"modality = {modality}", prefilter=True)
+            if exact:
+                return query.bypass_vector_index().to_list()
+            return query.nprobes(ANN_NPROBES).refine_factor(ANN_REFINE_FACTOR).to_list()
+
+        return [_hit(row, 1.0 - float(row["_distance"])) for row in self._read(run)]
 
     def count(self) -> int:
-        return int(self._table.count_rows())
+        return int(self._read(self._table.count_rows))
+
+    def refresh(self) -> bool:
+        """Move reads to the latest committed version (a look at the table's version list when nothing changed)."""
+        before = self._table.version
+        try:
+            self._table.checkout_latest()
+        except (RuntimeError, OSError, ValueError):  # the table was replaced (its folder removed and rebuilt)
+            self._table = self._db.open_table(TABLE)
+        self._columns = self._readable_columns()
+        return self._table.version != before
+
+    def version(self) -> int:
+        return int(self._table.version)
+
+    def stats(self) -> dict[str, Any]:
+        table = self._read(lambda: self._table.search().select(["modality"]).limit(None).to_arrow())
+        bits, counts = np.unique(np.asarray(table["modality"].to_numpy(), dtype=np.int64), return_counts=True)
+        items = {modality_name(int(b)): int(c) for b, c in zip(bits, counts)}
+        size = sum(file.stat().st_size for file in (self.folder / f"{TABLE}.lance").rglob("*") if file.is_file())
+        return {"items": items, "total": int(counts.sum()), "bytes": size, "version": self.version()}
 
     def has_ann_index(self) -> bool:
         return any(index.index_type.upper().startswith("IVF") for index in self._table.list_indices())
@@ -166,4 +220,6 @@ def _hit(row: dict[str, Any], score: float) -> Hit:
         end=row["end"],
         text=row["text"] or "",
         metadata=json.loads(row["metadata"] or "{}"),
+        content_hash=row.get("content_hash") or "",
+        root=row.get("root") or "",
     )

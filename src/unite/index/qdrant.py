@@ -17,6 +17,10 @@ __all__ = ["QdrantStore"]
 
 _ID_NAMESPACE = uuid.UUID("6f1c3a52-52f5-4c1e-9a57-8e0c2f5b9d10")
 _SCROLL_PAGE = 1024
+#: Modality bits a record can carry (text=1, image=2, video=4 and their mixtures).
+_MODALITIES = range(1, 8)
+#: What embedded Qdrant says when another client holds its folder.
+_LOCKED = "already accessed by another instance"
 
 
 def _point_id(record_id: str) -> str:
@@ -34,10 +38,11 @@ class QdrantStore(VectorStore):
             raise ConfigError("the Qdrant backend needs qdrant-client: pip install 'unite-embed[index]'") from None
         self.manifest = manifest
         self._models = models
-        if manifest.url:
+        self._local = None if manifest.url else Path(folder) / "qdrant"
+        if self._local is None:
             self._client = QdrantClient(url=manifest.url, api_key=api_key)
         else:
-            self._client = QdrantClient(path=str(Path(folder) / "qdrant"))
+            self._client = _local_client(QdrantClient, self._local, folder)
         self._name = manifest.collection
         if not self._client.collection_exists(self._name):
             self._client.create_collection(
@@ -65,6 +70,7 @@ class QdrantStore(VectorStore):
                     "end": r.end,
                     "text": r.text,
                     "metadata": r.metadata,
+                    "root": r.root,
                 },
             )
             for r in records
@@ -113,11 +119,37 @@ class QdrantStore(VectorStore):
     def count(self) -> int:
         return int(self._client.count(self._name, exact=True).count)
 
+    def stats(self) -> dict[str, Any]:
+        models, items = self._models, {}
+        for bits in _MODALITIES:
+            condition = models.FieldCondition(key="modality", match=models.MatchValue(value=bits))
+            found = self._client.count(self._name, count_filter=models.Filter(must=[condition]), exact=True).count
+            if found:
+                items[modality_name(bits)] = int(found)
+        size = None
+        if self._local is not None:
+            size = sum(file.stat().st_size for file in self._local.rglob("*") if file.is_file())
+        return {"items": items, "total": self.count(), "bytes": size, "version": None}
+
     def optimize(self) -> bool:
         return bool(self.manifest.url)  # a server builds HNSW segments itself; local mode is exact
 
     def close(self) -> None:
         self._client.close()
+
+
+def _local_client(client: Any, path: Path, folder: Path) -> Any:
+    """Embedded Qdrant in ``path``; one process at a time, and saying so in one line when another holds it."""
+    try:
+        return client(path=str(path))
+    except RuntimeError as error:
+        if _LOCKED not in str(error):
+            raise
+        raise ConfigError(
+            f"{folder}: another process holds this local-mode Qdrant index (embedded Qdrant opens in one process at "
+            "a time); stop that process (a running `unite serve` or build) and retry, or put the index on a Qdrant "
+            "server with --backend qdrant --qdrant-url URL"
+        ) from None
 
 
 def _hit(payload: dict[str, Any], score: float) -> Hit:
@@ -130,4 +162,6 @@ def _hit(payload: dict[str, Any], score: float) -> Hit:
         end=payload.get("end"),
         text=payload.get("text") or "",
         metadata=payload.get("metadata") or {},
+        content_hash=payload.get("content_hash") or "",
+        root=payload.get("root") or "",
     )

@@ -2,6 +2,10 @@
 
 Each source becomes :class:`Entry` objects with a stable id and a content hash, so a rebuild re-encodes only what
 changed. Long videos may be cut into clips with start and end times.
+
+A folder walk is confined: it takes only files whose real path lies inside the real path of the folder, visits
+each real file and folder once (links to an ancestor and other loops end), and counts what it leaves out
+(:class:`Skipped`). Entries keep their file as ``path`` relative to ``root``, never as an absolute path.
 """
 
 from __future__ import annotations
@@ -9,16 +13,31 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from unite.data.jsonl import read_json_lines
 from unite.errors import InputError, MediaError, UniteError
+from unite.index.store import is_inside
 from unite.settings import FRAME_FACTOR, EncodingSettings
-from unite.types import VIDEO_EXTENSIONS, Item, Modality, VideoClip
+from unite.types import VIDEO_EXTENSIONS, Item, Modality, VideoClip, check_unicode
 
-__all__ = ["IMAGE_EXTENSIONS", "TEXT_EXTENSIONS", "Entry", "materialize", "scan_folder", "scan_jsonl", "scan_source"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "TEXT_EXTENSIONS",
+    "Entry",
+    "Scan",
+    "Skipped",
+    "check_source",
+    "locate",
+    "materialize",
+    "scan_folder",
+    "scan_jsonl",
+    "scan_source",
+]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 TEXT_EXTENSIONS = frozenset({".txt", ".md"})
@@ -36,8 +55,9 @@ class Entry:
         item: the item dict (``text``, ``image``, ``video`` with absolute paths) handed to the encoder.
         source: what the entry came from (a relative path or ``jsonl:ID``); ``--sync`` and clips group by it.
         content_hash: sha256 of the file (and, for JSONL, of the line and its media).
-        path: the file shown and thumbnailed ("" for inline text).
+        path: the file shown and thumbnailed, relative to ``root`` in POSIX form ("" for inline text).
         start, end: clip time range in seconds.
+        root: the absolute real folder ``path`` is relative to (see :func:`locate`).
     """
 
     id: str
@@ -50,6 +70,46 @@ class Entry:
     end: float | None = None
     text: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    root: str = ""
+
+
+@dataclass
+class Skipped:
+    """What a folder walk left out (hidden names are left out silently).
+
+    Attributes:
+        outside: relative paths of links whose real path lies outside the folder (to files or folders).
+        unreadable: relative paths of folders that could not be listed (their entries are kept by ``--sync``).
+        repeated: paths to a real file or folder already walked (a second link to it, a link to an ancestor).
+        broken: links to nothing.
+    """
+
+    outside: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    repeated: int = 0
+    broken: int = 0
+
+
+class Scan(list[Entry]):
+    """The entries of a source, with what its walk left out (nothing for a JSONL file)."""
+
+    def __init__(self, entries: Iterable[Entry] = (), skipped: Skipped | None = None) -> None:
+        super().__init__(entries)
+        self.skipped = skipped or Skipped()
+
+
+def locate(file: str, base: str) -> tuple[str, str]:
+    """Where a record keeps ``file``: ``(root, path)`` with ``path`` relative to ``root``, never absolute.
+
+    A file whose real path lies inside ``base`` (a real absolute folder) is ``(base, relative POSIX path)``; any
+    other file is ``(its real folder, its name)``, so that clients only ever see a file name for it.
+    """
+    if not file:
+        return base, ""
+    real = Path(os.path.realpath(file))
+    if is_inside(real, base):
+        return base, real.relative_to(base).as_posix()
+    return str(real.parent), real.name
 
 
 def file_hash(path: Path, digest: Any = None) -> str:
@@ -60,82 +120,157 @@ def file_hash(path: Path, digest: Any = None) -> str:
     return digest.hexdigest()
 
 
-def scan_source(
-    source: str | Path,
-    clip_seconds: float | None = None,
-    settings: EncodingSettings | None = None,
-    skip: Path | None = None,
-) -> list[Entry]:
-    """Entries of a folder or a ``.jsonl`` file (see :func:`scan_folder`, :func:`scan_jsonl`)."""
+def check_source(source: str | Path) -> Path:
+    """``source`` when it is a folder or a ``.jsonl`` file.
+
+    Raises:
+        InputError: it does not exist, or is something else.
+    """
     source = Path(source)
-    if source.is_dir():
-        return scan_folder(source, clip_seconds=clip_seconds, settings=settings, skip=skip)
-    if source.is_file() and source.suffix == ".jsonl":
-        return scan_jsonl(source)
+    if source.is_dir() or (source.is_file() and source.suffix == ".jsonl"):
+        return source
     if source.exists():
         raise InputError(f"{source}: expected a folder or a .jsonl file of items")
     raise InputError(f"{source}: not found")
 
 
+def scan_source(
+    source: str | Path,
+    clip_seconds: float | None = None,
+    settings: EncodingSettings | None = None,
+    skip: Path | None = None,
+) -> Scan:
+    """Entries of a folder or a ``.jsonl`` file (see :func:`scan_folder`, :func:`scan_jsonl`).
+
+    JSONL entries keep their media relative to the file's folder (see :func:`locate`).
+    """
+    source = check_source(source)
+    if source.is_dir():
+        return scan_folder(source, clip_seconds=clip_seconds, settings=settings, skip=skip)
+    base = os.path.realpath(source.parent)
+    return Scan(replace(entry, **dict(zip(("root", "path"), locate(entry.path, base)))) for entry in scan_jsonl(source))
+
+
 def scan_folder(
-    root: Path, clip_seconds: float | None = None, settings: EncodingSettings | None = None, skip: Path | None = None
-) -> list[Entry]:
-    """Walk ``root`` recursively (hidden files and folders, and ``skip``, left out) in a stable order.
+    root: str | Path,
+    clip_seconds: float | None = None,
+    settings: EncodingSettings | None = None,
+    skip: Path | None = None,
+) -> Scan:
+    """Walk ``root`` recursively, confined to it (hidden files and folders, and ``skip``, left out).
+
+    Only files whose real path lies inside the real path of ``root`` are taken: links pointing outside are
+    skipped and counted. Each real file and folder is taken once, under the first path that reaches it in the
+    walk (depth first, names sorted): a second link to it, or a link to an ancestor, is skipped and counted.
+    Folders that cannot be listed are skipped and counted. Ids and ``path`` are relative to ``root``.
 
     Images and videos are embedded as themselves, ``.txt``/``.md`` files as their text. With ``clip_seconds``,
     videos longer than that are cut into consecutive clips of that length (the last one may be shorter).
+
+    Raises:
+        InputError: ``root`` itself cannot be listed.
     """
-    root = root.resolve()
-    skip = skip.resolve() if skip is not None else None
-    entries: list[Entry] = []
-    for path in sorted(_walk(root, skip)):
-        relative = path.relative_to(root).as_posix()
-        suffix = path.suffix.lower()
+    real_root = Path(os.path.realpath(root))
+    skipped = Skipped()
+    try:
+        names = sorted(entry.name for entry in os.scandir(real_root))
+    except OSError as error:
+        raise InputError(f"{root}: cannot list the folder ({error.strerror or error})") from None
+    skip_real = Path(os.path.realpath(skip)) if skip is not None else None
+    entries = Scan(skipped=skipped)
+    root_name = str(real_root)
+    for relative, real in _walk(real_root, names, skip_real, skipped):
+        suffix = Path(relative).suffix.lower()
         if suffix in IMAGE_EXTENSIONS:
-            entries.append(_file_entry(relative, path, {"image": str(path)}, Modality.IMAGE))
+            entries.append(_file_entry(relative, root_name, real, {"image": str(real)}, Modality.IMAGE))
         elif suffix in VIDEO_EXTENSIONS:
-            entries.extend(_video_entries(relative, path, clip_seconds, settings or EncodingSettings()))
+            entries.extend(_video_entries(relative, root_name, real, clip_seconds, settings or EncodingSettings()))
         elif suffix in TEXT_EXTENSIONS:
-            entries.append(_text_entry(relative, path))
+            entries.append(_text_entry(relative, root_name, real))
     return entries
 
 
-def _walk(root: Path, skip: Path | None) -> Iterator[Path]:
-    for path in root.iterdir():
-        if path.name.startswith(".") or (skip is not None and path == skip):
+def _walk(root: Path, names: list[str], skip: Path | None, skipped: Skipped) -> Iterator[tuple[str, Path]]:
+    """``(relative POSIX path, real path)`` of each real file once, depth first with names sorted.
+
+    Folders are listed by their real path and remembered by it, so loops end; a stack of listings instead of
+    recursion keeps deep trees within Python's limits.
+    """
+    seen = {root}
+    stack = [("", root, iter(names))]
+    while stack:
+        parent, folder, pending = stack[-1]
+        name = next(pending, None)
+        if name is None:
+            stack.pop()
             continue
-        if path.is_dir():
-            yield from _walk(path, skip)
-        elif path.is_file():
-            yield path
+        if name.startswith("."):
+            continue
+        relative = f"{parent}/{name}" if parent else name
+        real = _admit(folder / name, relative, root, skip, seen, skipped)
+        if real is None:
+            continue
+        if real.is_file():
+            yield relative, real
+            continue
+        try:
+            listing = sorted(entry.name for entry in os.scandir(real))
+        except OSError:
+            skipped.unreadable.append(relative)
+            continue
+        stack.append((relative, real, iter(listing)))
 
 
-def _file_entry(relative: str, path: Path, item: dict[str, Any], modality: Modality, **extra: Any) -> Entry:
-    digest = extra.pop("content_hash", None) or file_hash(path)
-    return Entry(relative, item, int(modality), relative, digest, path=str(path), **extra)
+def _admit(path: Path, relative: str, root: Path, skip: Path | None, seen: set[Path], skipped: Skipped) -> Path | None:
+    """The real path of a walked file or folder, or None (counted in ``skipped``) when it is not to be taken."""
+    real = Path(os.path.realpath(path))  # not Path.resolve: it raises on a link loop before Python 3.13
+    if not real.exists():
+        skipped.broken += path.is_symlink()
+        return None
+    if not is_inside(real, root):
+        skipped.outside.append(relative)
+        return None
+    if (skip is not None and is_inside(real, skip)) or not (real.is_file() or real.is_dir()):
+        return None  # the index folder itself; sockets, pipes and devices are never read
+    if real in seen:
+        skipped.repeated += 1
+        return None
+    seen.add(real)
+    return real
 
 
-def _text_entry(relative: str, path: Path) -> Entry:
+def _file_entry(relative: str, root: str, real: Path, item: dict[str, Any], modality: Modality, **extra: Any) -> Entry:
+    """An entry of a walked file; one that cannot be read is kept with its error, for the build to report."""
     try:
-        text = path.read_text(encoding="utf-8").strip()
+        digest = extra.pop("content_hash", None) or file_hash(real)
+    except OSError as error:
+        item, digest, extra = {"error": f"{relative}: cannot read ({error.strerror or error})"}, "", {}
+    return Entry(relative, item, int(modality), relative, digest, path=relative, root=root, **extra)
+
+
+def _text_entry(relative: str, root: str, real: Path) -> Entry:
+    try:
+        text = real.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as error:
         text = ""
         reason = str(error)
     else:
         reason = "empty text file"
     if not text:  # kept as an entry so that the build reports it instead of silently skipping it
-        return _file_entry(relative, path, {"error": f"{path}: {reason}"}, Modality.TEXT)
-    return _file_entry(relative, path, {"text": text}, Modality.TEXT, text=text[:TEXT_SNIPPET_CHARS])
+        return _file_entry(relative, root, real, {"error": f"{relative}: {reason}"}, Modality.TEXT)
+    return _file_entry(relative, root, real, {"text": text}, Modality.TEXT, text=text[:TEXT_SNIPPET_CHARS])
 
 
-def _video_entries(relative: str, path: Path, clip_seconds: float | None, settings: EncodingSettings) -> list[Entry]:
-    whole = _file_entry(relative, path, {"video": str(path)}, Modality.VIDEO)
-    if not clip_seconds:
+def _video_entries(
+    relative: str, root: str, real: Path, clip_seconds: float | None, settings: EncodingSettings
+) -> list[Entry]:
+    whole = _file_entry(relative, root, real, {"video": str(real)}, Modality.VIDEO)
+    if not clip_seconds or "error" in whole.item:
         return [whole]
     from unite.data.media import _video_info
 
     try:
-        info = _video_info(str(path), settings)
+        info = _video_info(str(real), settings)
     except MediaError:
         return [whole]  # the build reports the error when it encodes the whole file
     duration = info.frames / info.fps
@@ -146,11 +281,19 @@ def _video_entries(relative: str, path: Path, clip_seconds: float | None, settin
         start, end = index * clip_seconds, min((index + 1) * clip_seconds, duration)
         if end - start < FRAME_FACTOR / info.fps:  # a tail too short to sample two frames from
             continue
-        clip = {"video": str(path), "start": round(start, 3), "end": round(end, 3)}
+        clip = {"video": str(real), "start": round(start, 3), "end": round(end, 3)}
         clip_id = f"{relative}#t={start:g},{end:g}"
         entries.append(
             Entry(
-                clip_id, clip, int(Modality.VIDEO), relative, whole.content_hash, str(path), clip["start"], clip["end"]
+                clip_id,
+                clip,
+                int(Modality.VIDEO),
+                relative,
+                whole.content_hash,
+                relative,
+                clip["start"],
+                clip["end"],
+                root=root,
             )
         )
     return entries
@@ -165,17 +308,18 @@ def scan_jsonl(path: Path) -> list[Entry]:
     path = path.resolve()
     entries: list[Entry] = []
     seen: dict[str, int] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: cannot read ({error})") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+    for line in read_json_lines(path):  # the guarded reader: bytes per line, BOM stripped, FILE:LINE errors
+        if line.blank:
             continue
+        if line.error is not None:
+            raise line.error
+        number = line.number
         try:
-            entry = _jsonl_entry(line, path.parent)
+            entry = _jsonl_entry(line.value, path.parent)
         except UniteError as error:
             raise InputError(f"{path}:{number}: {error}") from None
+        except Exception as error:  # the last guard of this edge: a line fails by its number, never unnamed
+            raise InputError(f"{path}:{number}: internal error: {type(error).__name__}: {error}") from None
         if entry.id in seen:
             raise InputError(f"{path}:{number}: id {entry.id!r} already used on line {seen[entry.id]}")
         seen[entry.id] = number
@@ -183,18 +327,21 @@ def scan_jsonl(path: Path) -> list[Entry]:
     return entries
 
 
-def _jsonl_entry(line: str, base_dir: Path) -> Entry:
-    try:
-        data = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise InputError(f"invalid JSON ({error.msg} at column {error.colno})") from None
+def _jsonl_entry(data: Any, base_dir: Path) -> Entry:
     if not isinstance(data, dict):
         raise InputError(f"expected a JSON object, got {type(data).__name__}")
+    data = dict(data)
     record_id, metadata = data.pop("id", None), data.pop("metadata", {})
     if not isinstance(record_id, (str, int)) or isinstance(record_id, bool) or str(record_id) == "":
         raise InputError(f"field 'id' must be a non-empty string or integer, got {record_id!r}")
+    if isinstance(record_id, str):
+        check_unicode(record_id, "field 'id'")
     if not isinstance(metadata, dict):
         raise InputError(f"field 'metadata' must be an object, got {type(metadata).__name__}")
+    try:
+        json.dumps(metadata, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError("field 'metadata' holds a string with a lone surrogate; expected UTF-8 text") from None
     item = Item.from_dict(data, base_dir)
     digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode())
     resolved: dict[str, Any] = {key: data[key] for key in ("text", "instruction") if key in data}
@@ -236,4 +383,4 @@ def materialize(entry: Entry, settings: EncodingSettings) -> dict[str, Any]:
         raise InputError(entry.item["error"])
     if entry.start is None:
         return entry.item
-    return {"video": VideoClip(entry.path, entry.start, entry.end)}
+    return {"video": VideoClip(entry.item["video"], entry.start, entry.end)}

@@ -1,19 +1,23 @@
 """The small store interface every backend implements, the records it holds and the index manifest.
 
-An index is a folder holding ``unite_index.json`` (the manifest: backend, model, encoding settings, embedding
-size) beside the backend's own files. The manifest records how the corpus was encoded so that a query is always
-encoded the same way. Nothing here knows about models: vectors arrive as numpy arrays.
+An index is a folder holding ``unite_index.json`` (the manifest: backend, model and its weights fingerprint,
+encoding settings, embedding size) beside the backend's own files. The manifest records how the corpus was encoded
+so that a query is always encoded the same way. Nothing here knows about models: vectors arrive as numpy arrays.
+
+Records keep ``path`` relative to ``root`` (the folder that was indexed); only :meth:`Hit.local_file` joins them,
+on the machine that holds the files, and :meth:`Hit.to_dict` never shows ``root`` or an absolute path.
 """
 
 from __future__ import annotations
 
 import abc
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -35,8 +39,11 @@ __all__ = [
     "read_manifest",
 ]
 
+logger = logging.getLogger(__name__)
+
 MANIFEST_FILE = "unite_index.json"
-MANIFEST_FORMAT = 1
+#: 2: records carry ``root`` and ``path`` relative to it; the manifest records ``model_fingerprint``.
+MANIFEST_FORMAT = 2
 BACKENDS = ("lancedb", "qdrant")
 #: Rows from which an approximate (ANN) index is built; below it exact search is fast enough.
 DEFAULT_ANN_THRESHOLD = 50_000
@@ -46,6 +53,14 @@ def modality_name(bits: int) -> str:
     """``1`` -> ``text``, ``3`` -> ``text+image`` (the bits of REFERENCE.md section 5)."""
     names = [name for flag, name in ((1, "text"), (2, "image"), (4, "video")) if bits & flag]
     return "+".join(names) or "none"
+
+
+def is_inside(path: str | Path, folder: str | Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (both absolute and already resolved)."""
+    try:
+        return os.path.commonpath([os.fspath(path), os.fspath(folder)]) == os.fspath(folder)
+    except ValueError:  # different drives, or one relative
+        return False
 
 
 @dataclass(frozen=True)
@@ -58,10 +73,13 @@ class Record:
         modality: bits text=1, image=2, video=4.
         source: groups the records of one source file or JSONL line (for clips and --sync).
         content_hash: sha256 of what was encoded; a change triggers re-encoding.
-        path: the media or text file shown and thumbnailed, absolute; empty for inline text.
+        path: the media or text file shown and thumbnailed, relative to ``root`` in POSIX form; empty for inline
+            text.
         start, end: the clip's time range in seconds, or ``None`` for a whole item.
         text: the item's text (shown in results), possibly shortened.
         metadata: free JSON metadata from the source.
+        root: the absolute folder ``path`` is relative to (kept on the server, never shown to clients); ``""`` in
+            indexes built before format 2, whose ``path`` is absolute.
     """
 
     id: str
@@ -74,11 +92,22 @@ class Record:
     end: float | None = None
     text: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    root: str = ""
+
+
+#: The fields of a hit a client may see.
+PUBLIC_FIELDS = ("id", "score", "modality", "path", "start", "end", "text", "metadata")
 
 
 @dataclass(frozen=True)
 class Hit:
-    """A search result (or a looked-up record, with ``score`` 0)."""
+    """A search result (or a looked-up record, with ``score`` 0).
+
+    Attributes:
+        path: relative to ``root`` (POSIX form); absolute in rows of indexes older than format 2 (``root`` "").
+        content_hash: sha256 recorded at build time.
+        root: the absolute folder ``path`` is relative to; server-side only.
+    """
 
     id: str
     score: float
@@ -88,9 +117,28 @@ class Hit:
     end: float | None
     text: str
     metadata: dict[str, Any]
+    content_hash: str = ""
+    root: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Public fields only: id, score, modality, path (relative; for legacy absolute rows only the file name),
+        start, end, text, metadata. Never root, never an absolute path."""
+        shown = {name: getattr(self, name) for name in PUBLIC_FIELDS}
+        if PurePath(self.path).is_absolute():
+            shown["path"] = PurePath(self.path).name
+        return shown
+
+    def local_file(self) -> Path | None:
+        """The file on this machine (root/path), or None when it is gone or its real path now lies outside
+        root (a link swapped in after the build). Legacy rows: the absolute path if it exists."""
+        if not self.path:
+            return None
+        if not self.root:
+            legacy = Path(self.path)
+            return legacy if legacy.is_absolute() and legacy.is_file() else None
+        root = Path(os.path.realpath(self.root))
+        real = Path(os.path.realpath(root / self.path))
+        return real if is_inside(real, root) and real.is_file() else None
 
 
 @dataclass(frozen=True)
@@ -104,6 +152,7 @@ class IndexManifest:
     ann_threshold: int = DEFAULT_ANN_THRESHOLD
     url: str | None = None
     collection: str = "unite"
+    model_fingerprint: str | None = None
     format: int = MANIFEST_FORMAT
 
     def write(self, folder: Path) -> None:
@@ -136,6 +185,9 @@ def read_manifest(folder: str | Path) -> IndexManifest:
     for key, kind in (("backend", str), ("model", str), ("settings", dict), ("dim", int)):
         if not isinstance(data.get(key), kind):
             raise ConfigError(f"{path}: field '{key}' must be a {kind.__name__}, got {data.get(key)!r}")
+    if not isinstance(data.get("model_fingerprint"), (str, type(None))):
+        raise ConfigError(f"{path}: field 'model_fingerprint' must be a string, got {data['model_fingerprint']!r}")
+    data.setdefault("format", 1)
     if data.get("format", MANIFEST_FORMAT) > MANIFEST_FORMAT:
         raise ConfigError(f"{path}: format {data['format']} is newer than this unite-embed reads ({MANIFEST_FORMAT})")
     known = set(IndexManifest.__dataclass_fields__)
@@ -177,6 +229,22 @@ class VectorStore(abc.ABC):
     @abc.abstractmethod
     def count(self) -> int:
         """Number of records."""
+
+    @abc.abstractmethod
+    def stats(self) -> dict[str, Any]:
+        """``{"items": {modality name: count}, "total", "bytes" (on disk, None when unknown), "version"}``."""
+
+    def refresh(self) -> bool:
+        """Make later reads see the latest committed data; cheap when nothing changed.
+
+        Returns:
+            True when the version that reads see moved.
+        """
+        return False
+
+    def version(self) -> int | None:
+        """The version reads now see (a LanceDB table version), or None for backends without versions."""
+        return None
 
     def optimize(self) -> bool:
         """Compact storage; build the approximate index once the store holds ``ann_threshold`` rows.
@@ -220,18 +288,56 @@ def create_store(folder: str | Path, manifest: IndexManifest, api_key: str | Non
         raise ConfigError(f"unknown backend {manifest.backend!r}; expected one of {', '.join(BACKENDS)}")
     if (folder / MANIFEST_FILE).exists():
         existing = read_manifest(folder)
-        for name in ("backend", "model", "settings", "dim", "url", "collection"):
-            if getattr(existing, name) != getattr(manifest, name):
-                raise ConfigError(
-                    f"{folder / MANIFEST_FILE}: the index was built with {name}={getattr(existing, name)!r}, "
-                    f"this build asks for {getattr(manifest, name)!r}; use the same {name} or a new --index folder"
-                )
-        if existing.ann_threshold != manifest.ann_threshold:
+        differences = manifest_differences(existing, manifest)
+        if differences:
+            raise ConfigError(
+                f"{folder / MANIFEST_FILE}: the index was built with other values: {'; '.join(differences)} "
+                "(index vs this build); use the same values or a new --index folder"
+            )
+        if manifest.model_fingerprint is None:  # keep what the index knows about its weights
+            manifest = replace(manifest, model_fingerprint=existing.model_fingerprint)
+        elif existing.model_fingerprint is None:
+            logger.warning(
+                "%s: the index records no weights fingerprint (built before unite-embed recorded one); "
+                "recording that of %s",
+                folder,
+                manifest.model,
+            )
+        store = _backend(manifest, folder, api_key)
+        if asdict(existing) != asdict(manifest):
             manifest.write(folder)
-        return _backend(manifest, folder, api_key)
+        return store
     store = _backend(manifest, folder, api_key)
     manifest.write(folder)
     return store
+
+
+def manifest_differences(existing: IndexManifest, manifest: IndexManifest) -> list[str]:
+    """What differs between an index's manifest and a build's, as ``name=INDEX vs BUILD`` strings.
+
+    The weights are compared by fingerprint when both sides have one (a moved model folder is the same model),
+    else by the recorded model name; settings are compared one by one (``settings.NAME``).
+    """
+    differences = [
+        f"{name}={getattr(existing, name)!r} vs {getattr(manifest, name)!r}"
+        for name in ("backend", "dim", "url", "collection")
+        if getattr(existing, name) != getattr(manifest, name)
+    ]
+    if existing.model_fingerprint and manifest.model_fingerprint:
+        if existing.model_fingerprint != manifest.model_fingerprint:
+            differences.append(
+                f"model_fingerprint={existing.model_fingerprint[:12]} ({existing.model}) vs "
+                f"{manifest.model_fingerprint[:12]} ({manifest.model})"
+            )
+    elif existing.model != manifest.model:
+        differences.append(f"model={existing.model!r} vs {manifest.model!r}")
+    missing = object()
+    for key in sorted(set(existing.settings) | set(manifest.settings)):
+        old, new = existing.settings.get(key, missing), manifest.settings.get(key, missing)
+        if old != new:
+            shown = ["(absent)" if value is missing else repr(value) for value in (old, new)]
+            differences.append(f"settings.{key}={shown[0]} vs {shown[1]}")
+    return differences
 
 
 def _backend(manifest: IndexManifest, folder: Path, api_key: str | None) -> VectorStore:

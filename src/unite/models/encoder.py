@@ -15,8 +15,8 @@ import torch
 from tqdm.auto import tqdm
 
 from unite.data.collator import Features, ItemProcessor
-from unite.errors import CheckpointError, ConfigError, UniteError
-from unite.models.loading import load_weights, resolve_checkpoint, resolve_device, resolve_dtype
+from unite.errors import CheckpointError, ConfigError, InputError, UniteError
+from unite.models.loading import load_weights, resolve_checkpoint, resolve_device, resolve_dtype, weights_fingerprint
 from unite.models.modeling import UniteQwen2VL
 from unite.settings import EncodingSettings
 from unite.types import Item, to_item
@@ -141,7 +141,9 @@ class UniteEncoder:
             tokenizer = AutoTokenizer.from_pretrained(folder)
         except Exception as error:  # tokenizer loading raises OSError, ValueError, or library-specific errors
             raise CheckpointError(f"{folder}: cannot load the tokenizer ({error})") from None
-        return cls(model, tokenizer, settings, name_or_path=config._name_or_path)
+        encoder = cls(model, tokenizer, settings, name_or_path=config._name_or_path)
+        encoder.weights_fingerprint = weights_fingerprint(folder)  # what an index records of these weights
+        return encoder
 
     @classmethod
     def _from_adapter(cls, folder: Path, settings: EncodingSettings | None = None, **kwargs: Any) -> UniteEncoder:
@@ -160,7 +162,9 @@ class UniteEncoder:
             merged = PeftModel.from_pretrained(encoder.model, str(folder)).merge_and_unload()
         except (OSError, ValueError, KeyError, RuntimeError) as error:
             raise CheckpointError(f"{folder}: cannot apply the LoRA adapter to {base} ({error})") from None
-        return cls(merged, encoder.tokenizer, encoder.settings, name_or_path=str(folder))
+        adapted = cls(merged, encoder.tokenizer, encoder.settings, name_or_path=str(folder))
+        adapted.weights_fingerprint = weights_fingerprint(folder, base_fingerprint=encoder.weights_fingerprint)
+        return adapted
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """Write weights, tokenizer and encoding settings; the folder loads back to identical embeddings."""
@@ -244,6 +248,11 @@ class UniteEncoder:
         """Like :meth:`encode`, but with ``on_error="skip"`` a bad item is recorded and its row left zero.
 
         Each raw item that is not an :class:`Item` is parsed here; ``base_dir`` resolves relative media paths.
+        Any exception raised while parsing, measuring, decoding or tokenizing one item is that item's error
+        (an unexpected one as ``internal error while preparing the item: TYPE: message``). A batch that fails
+        inside the model (out of memory, ...) is retried item by item, so one item cannot take others down;
+        an item that still fails gets its own error. With ``on_error="raise"`` the first error is raised as an
+        :class:`InputError` or :class:`MediaError` with ``item_index`` and ``reason`` attributes.
         """
         if batch_size < 1 or max_tokens_per_batch < 1 or num_workers < 1:
             raise ConfigError("batch_size, max_tokens_per_batch and num_workers must be at least 1")
@@ -266,8 +275,8 @@ class UniteEncoder:
                 for batch, futures in _prefetch(pool, batches, parsed, self.processor.prepare, lookahead=2):
                     features = run.collect(batch, futures)
                     run.check()
-                    if features:
-                        run.store([i for i, _ in features], self._embed([f for _, f in features]))
+                    run.embed(features, self._embed)
+                    run.check()
                     bar.update(len(batch))
         embeddings = run.embeddings if convert_to == "numpy" else torch.from_numpy(run.embeddings)
         return EncodeResult(embeddings, run.ok, sorted(run.errors))
@@ -288,7 +297,7 @@ class _Run:
     def __init__(self, total: int, dim: int, on_error: str) -> None:
         self.embeddings = np.zeros((total, dim), dtype=np.float32)
         self.ok = np.zeros(total, dtype=bool)
-        self.failures: list[tuple[int, UniteError]] = []
+        self.failures: list[tuple[int, UniteError]] = []  # unexpected exceptions arrive wrapped as InputError
         self.on_error = on_error
 
     @property
@@ -296,11 +305,18 @@ class _Run:
         return [(index, str(error)) for index, error in self.failures]
 
     def guard(self, index: int, function: Any, *args: Any) -> Any:
+        """``function(*args)``, or ``None`` with the exception recorded as item ``index``'s failure."""
         try:
             return function(*args)
-        except UniteError as error:
-            self.failures.append((index, error))
+        except Exception as error:  # any exception of one item is that item's error, never the run's
+            self.fail(index, error, _PREPARE_FAILURE)
             return None
+
+    def fail(self, index: int, error: Exception, context: str) -> None:
+        """Record ``error`` for item ``index``; an unexpected exception becomes an InputError naming its type."""
+        if not isinstance(error, UniteError):
+            error = InputError(f"{context}: {type(error).__name__}: {error}")
+        self.failures.append((index, error))
 
     def check(self) -> None:
         """Under ``on_error="raise"``, raise the first failure, of its own type, naming the item."""
@@ -316,13 +332,42 @@ class _Run:
         for index, future in zip(batch, futures):
             try:
                 out.append((index, future.result()))
-            except UniteError as error:
-                self.failures.append((index, error))
+            except Exception as error:  # raised by the worker while decoding or tokenizing this item
+                self.fail(index, error, _PREPARE_FAILURE)
         return out
+
+    def embed(self, features: list[tuple[int, Features]], embed: Any) -> None:
+        """Run the model on a batch; if it fails, on each item alone, recording the items that still fail."""
+        if not features:
+            return
+        try:
+            self.store([index for index, _ in features], embed([feature for _, feature in features]))
+            return
+        except Exception as error:  # out of memory, a kernel refusing a shape, ...: retried one by one
+            if len(features) == 1:
+                self.fail(features[0][0], error, _MODEL_FAILURE)
+                return
+            logger.warning("a batch of %d items failed in the model (%s); retrying one by one", len(features), error)
+        _release_cached_memory()
+        for index, feature in features:
+            try:
+                self.store([index], embed([feature]))
+            except Exception as error:
+                self.fail(index, error, _MODEL_FAILURE)
 
     def store(self, indices: list[int], vectors: np.ndarray) -> None:
         self.embeddings[indices] = vectors
         self.ok[indices] = True
+
+
+_PREPARE_FAILURE = "internal error while preparing the item"
+_MODEL_FAILURE = "the model failed on this item alone"
+
+
+def _release_cached_memory() -> None:
+    """Give cached accelerator memory back before retrying a batch item by item (a no-op on the CPU)."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _parse(raw: Any, base_dir: str | Path | None, instruction: str | None) -> Item:

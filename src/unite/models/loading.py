@@ -9,6 +9,7 @@ model that returns garbage ships unnoticed. Here every tensor must be mapped, el
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -23,12 +24,15 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "LEGACY_LAYOUT",
     "CURRENT_LAYOUT",
+    "FINGERPRINT_BLOCK",
+    "FINGERPRINT_FRACTIONS",
     "detect_layout",
     "load_weights",
     "resolve_checkpoint",
     "resolve_device",
     "resolve_dtype",
     "to_current_layout",
+    "weights_fingerprint",
 ]
 
 LEGACY_LAYOUT = "transformers-4.47"
@@ -41,6 +45,14 @@ RELEASED_CHECKPOINTS = (
 )
 _DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model", "*.tiktoken"]
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: Weight files whose fingerprint is taken (sorted by name).
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+#: Bytes of each block sampled from a weight file, and where the blocks start (a fraction ``f`` puts the block at
+#: byte ``int(f * (size - FINGERPRINT_BLOCK))``; 0 is the first block, 1 the last).
+FINGERPRINT_BLOCK = 64 * 1024
+FINGERPRINT_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: Largest safetensors header read whole (the headers of multi-GB checkpoints are a few hundred KB).
+_MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -200,3 +212,64 @@ def _describe(missing: list[str], unexpected: list[str], shown: int = 8) -> str:
             more = f" and {len(names) - shown} more" if len(names) > shown else ""
             parts.append(f"{len(names)} {label}: {', '.join(names[:shown])}{more}")
     return "; ".join(parts)
+
+
+def weights_fingerprint(folder: str | Path, base_fingerprint: str | None = None) -> str:
+    """A cheap sha256 that changes when the weights of a checkpoint folder change, wherever the folder lives.
+
+    Covers every ``*.safetensors`` / ``*.bin`` file (sorted by name): its name, its size, its safetensors header
+    (tensor names, dtypes, shapes, offsets) and ``FINGERPRINT_BLOCK`` bytes at each of ``FINGERPRINT_FRACTIONS``
+    of the file; nothing else is read, so a multi-GB checkpoint costs a few hundred KB of reads. A change between
+    the sampled blocks that keeps the size and header goes unseen (fine-tuning changes every block). A LoRA
+    adapter folder also covers ``adapter_config.json`` (without the base's location) and the base's fingerprint.
+
+    Args:
+        folder: a checkpoint or adapter folder.
+        base_fingerprint: for an adapter, the fingerprint of its base when already known (else it is computed
+            from the base it records, which must then be a local folder or in the Hub cache).
+
+    Raises:
+        CheckpointError: the folder holds no weight file, or one cannot be read.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: not a checkpoint folder")
+    files = sorted(path for path in folder.iterdir() if path.suffix in WEIGHT_SUFFIXES and path.is_file())
+    if not files:
+        raise CheckpointError(f"{folder}: no weight files (*.safetensors, *.bin) to fingerprint")
+    digest = hashlib.sha256(b"unite-weights-fingerprint-v1\0")
+    adapter = folder / "adapter_config.json"
+    if adapter.is_file() and not (folder / "config.json").is_file():
+        digest.update(_adapter_part(adapter, base_fingerprint))
+    for path in files:
+        try:
+            _fingerprint_file(path, digest)
+        except OSError as error:
+            raise CheckpointError(f"{path}: cannot read ({error})") from None
+    return digest.hexdigest()
+
+
+def _adapter_part(adapter: Path, base_fingerprint: str | None) -> bytes:
+    """What an adapter adds to its fingerprint: its config without the base's location, and the base's weights."""
+    try:
+        config = json.loads(adapter.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{adapter}: cannot read the adapter config ({error})") from None
+    base = config.pop("base_model_name_or_path", None) if isinstance(config, dict) else None
+    if base_fingerprint is None:
+        if not base:
+            raise CheckpointError(f"{adapter}: no base_model_name_or_path recorded")
+        base_fingerprint = weights_fingerprint(resolve_checkpoint(base, local_files_only=True))
+    return json.dumps(config, sort_keys=True).encode() + b"\0" + base_fingerprint.encode()
+
+
+def _fingerprint_file(path: Path, digest: Any) -> None:
+    size = path.stat().st_size
+    digest.update(f"{path.name}\0{size}\0".encode())
+    with path.open("rb") as stream:
+        if path.suffix == ".safetensors":
+            length = int.from_bytes(stream.read(8), "little")
+            digest.update(stream.read(min(length, _MAX_HEADER_BYTES)))
+        for fraction in FINGERPRINT_FRACTIONS:
+            stream.seek(int(fraction * max(size - FINGERPRINT_BLOCK, 0)))
+            digest.update(stream.read(FINGERPRINT_BLOCK))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from unite.server.config import ServerConfig
+from unite.server.config import LOOPBACK_HOSTS, ServerConfig
 
-__all__ = ["ServerConfig", "create_app"]
+__all__ = ["LOOPBACK_HOSTS", "ServerConfig", "create_app"]
 
 
 def create_app(*args, **kwargs):  # noqa: ANN002, ANN003 (see unite.server.app.create_app)

@@ -1,4 +1,8 @@
-"""Request and response bodies (OpenAI-compatible for /v1/embeddings)."""
+"""Request and response bodies (OpenAI-compatible for /v1/embeddings).
+
+Bodies are parsed and validated by :mod:`unite.server.inputs` (never by the framework); these models describe them
+in the OpenAPI schema and validate parsed values.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-__all__ = ["EmbeddingData", "EmbeddingRequest", "EmbeddingResponse", "SearchHit", "SearchRequest", "SearchResponse"]
+__all__ = [
+    "EmbeddingData",
+    "EmbeddingRequest",
+    "EmbeddingResponse",
+    "SearchHit",
+    "SearchRequest",
+    "SearchResponse",
+    "request_body",
+]
 
 
 class EmbeddingRequest(BaseModel):
@@ -32,7 +44,10 @@ class EmbeddingResponse(BaseModel):
     object: Literal["list"] = "list"
     data: list[EmbeddingData]
     model: str
-    usage: dict[str, int] = Field(default_factory=lambda: {"prompt_tokens": 0, "total_tokens": 0})
+    usage: dict[str, int] = Field(
+        default_factory=lambda: {"prompt_tokens": 0, "total_tokens": 0},
+        description="tokens of the inputs: text (with instructions) plus visual tokens, counted before decoding",
+    )
 
 
 class SearchRequest(BaseModel):
@@ -49,7 +64,7 @@ class SearchHit(BaseModel):
     id: str
     score: float
     modality: str
-    path: str
+    path: str = Field(description="relative to the indexed folder (or to the folder of the indexed JSONL file)")
     start: float | None
     end: float | None
     text: str
@@ -61,3 +76,12 @@ class SearchResponse(BaseModel):
     model: str
     results: list[SearchHit]
     took_ms: float
+
+
+def request_body(model: type[BaseModel], multipart: bool = False) -> dict[str, Any]:
+    """``openapi_extra`` declaring a JSON (and optionally multipart) request body of ``model``'s shape."""
+    schema = model.model_json_schema()
+    content = {"application/json": {"schema": schema}}
+    if multipart:
+        content["multipart/form-data"] = {"schema": schema}
+    return {"requestBody": {"required": True, "content": content}}

@@ -12,18 +12,10 @@ from typing import Any
 
 from unite.errors import MediaError
 from unite.server.config import ServerConfig
+from unite.server.errors import RequestError, limit_error
 from unite.settings import EncodingSettings
 
 __all__ = ["RequestError", "UploadFolder"]
-
-
-class RequestError(Exception):
-    """A client error: HTTP ``status`` and a message that names the field and the reason."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class UploadFolder:
@@ -61,9 +53,8 @@ class UploadFolder:
             raise RequestError(400, self.scrub(str(error))) from None
         seconds = info.frames / info.fps
         if seconds > self.config.max_video_seconds:
-            raise RequestError(
-                413,
-                f"{field}: the video lasts {seconds:.1f} s, more than the limit of {self.config.max_video_seconds:g} s",
+            raise limit_error(
+                field, f"the video lasts {seconds:.1f} s", "max_video_seconds", self.config.max_video_seconds
             )
 
     def media(self, value: Any, kind: str, field: str) -> str:

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from unite.data.collator import Features, ItemProcessor
+from unite.data.jsonl import holds_json_array, read_json_file, read_json_lines, validate_id
 from unite.errors import ConfigError, InputError, UniteError
 from unite.types import Item, Modality
 
@@ -153,8 +154,7 @@ def _parse_unite(data: Mapping[str, Any], media_root: Path, where: str, source: 
         modality = candidate.modality if target is None else Modality.parse(target)
     except InputError as error:
         raise InputError(f"{where}: target_modal: {error}") from None
-    record_id = str(data["id"]) if "id" in data else where
-    return PairRecord(query, candidate, negatives, modality, record_id, source)
+    return PairRecord(query, candidate, negatives, modality, _record_id(data, where), source)
 
 
 def _mmeb_side(text: Any, image: Any, media_root: Path, where: str, side: str) -> Item | None:
@@ -184,46 +184,60 @@ def _parse_mmeb(data: Mapping[str, Any], media_root: Path, where: str, source: s
     if query is None or candidate is None:
         raise InputError(f"{where}: an MMEB record needs a query (qry/qry_image_path) and a positive (pos_*)")
     negative = _mmeb_side(data.get("neg_text"), data.get("neg_image_path"), media_root, where, "neg")
-    record_id = str(data["id"]) if "id" in data else where
-    return PairRecord(query, candidate, (negative,) if negative else (), candidate.modality, record_id, source)
+    negatives = (negative,) if negative else ()
+    return PairRecord(query, candidate, negatives, candidate.modality, _record_id(data, where), source)
+
+
+def _record_id(data: Mapping[str, Any], where: str) -> str:
+    """The record's ``id`` as a string (a string or an integer in the file), else ``where``."""
+    if "id" not in data:
+        return where
+    try:
+        return str(validate_id(data["id"]))
+    except InputError as error:
+        raise InputError(f"{where}: {error}") from None
 
 
 def read_source(source: TrainSource, media_root: str | Path, on_bad_record: str, bad: BadRecords) -> list[PairRecord]:
-    """Every valid record of one source; bad ones raise or are added to ``bad`` (``on_bad_record="skip"``)."""
+    """Every valid record of one source; bad ones raise or are added to ``bad`` (``on_bad_record="skip"``).
+
+    JSON lines go through :func:`unite.data.jsonl.read_json_lines` (bytes per line, BOM stripped, any parse
+    failure that line's ``FILE:LINE`` error); a JSON array file (first character ``[``) is read whole.
+    """
     path = Path(source.path)
     root = Path(source.media_root or media_root or path.parent)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: training file not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read ({error})") from None
+    if not path.exists():
+        raise ConfigError(f"{path}: training file not found")
     records: list[PairRecord] = []
-    for where, raw in _raw_records(path, text):
+    for where, data, error in _raw_records(path):
+        if error is not None:
+            _bad(on_bad_record, bad, where, str(error))
+            continue
         try:
-            data = json.loads(raw) if isinstance(raw, str) else raw
             records.append(parse_record(data, root, where, source.label, source.format))
-        except json.JSONDecodeError as error:
-            _bad(on_bad_record, bad, where, f"{where}: invalid JSON ({error.msg} at column {error.colno})")
         except UniteError as error:
             _bad(on_bad_record, bad, where, str(error))
+        except Exception as error:  # the last guard of this edge: one record cannot stop the run unnamed
+            _bad(on_bad_record, bad, where, f"{where}: internal error: {type(error).__name__}: {error}")
     if not records:
         raise ConfigError(f"{path}: no usable training records")
     return records
 
 
-def _raw_records(path: Path, text: str) -> Iterator[tuple[str, Any]]:
-    if text.lstrip().startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"{path}:{error.lineno}: invalid JSON ({error.msg})") from None
-        for index, record in enumerate(data):
-            yield f"{path}[{index}]", record
-        return
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            yield f"{path}:{number}", line
+def _raw_records(path: Path) -> Iterator[tuple[str, Any, InputError | None]]:
+    """(where, parsed record, error) of every record; the file is opened now.
+
+    Raises:
+        ConfigError: the file cannot be read, or a JSON array file is not valid JSON as a whole.
+    """
+    try:
+        if holds_json_array(path):
+            data = read_json_file(path)
+            return ((f"{path}[{index}]", record, None) for index, record in enumerate(data))
+        lines = read_json_lines(path)
+    except InputError as error:
+        raise ConfigError(str(error)) from None
+    return ((f"{path}:{line.number}", line.value, line.error) for line in lines if not line.blank)
 
 
 def _bad(policy: str, bad: BadRecords, where: str, reason: str) -> None:
