@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
-
 from unite.index import IndexManifest, build_index, create_store, scan_folder
+from unite.testing import ServerProcess
 
 
 def build_test_index(folder: Path, media_dir: Path, encoder, checkpoint: Path) -> Path:
@@ -30,44 +24,5 @@ def build_test_index(folder: Path, media_dir: Path, encoder, checkpoint: Path) -
     return folder / "index"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """`unite serve` in a subprocess; its log goes to a file the tests can read."""
-
-    def __init__(self, index: Path, log: Path, *extra: str, env: dict | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        command = [sys.executable, "-m", "unite.cli.main", "serve", "--index", str(index), "--port", str(self.port)]
-        command += ["--device", "cpu", *extra]
-        self._log_handle = log.open("w")
-        environment = dict(os.environ, HF_HUB_OFFLINE="1", **(env or {}))
-        self.process = subprocess.Popen(command, stdout=self._log_handle, stderr=subprocess.STDOUT, env=environment)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {log.read_text()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"server did not start: {log.read_text()}")
-
-    def alive(self) -> bool:
-        return self.process.poll() is None and httpx.get(self.url + "/healthz", timeout=5).status_code == 200
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self._log_handle.close()
+#: `unite serve` in a subprocess on 127.0.0.1 (see unite.testing.ServerProcess).
+Server = ServerProcess

@@ -571,3 +571,28 @@ def test_stats_remove_and_relative_paths_through_the_cli(tmp_path, legacy_checkp
     assert open_store(tmp_path / "ix").count() == 2
     assert main(["index", "info", "--index", str(tmp_path / "ix")]) == 0
     assert json.loads(capsys.readouterr().out)["items"] == 2
+
+
+def test_a_bad_jsonl_line_never_aborts_a_build(tmp_path, legacy_checkpoint, media_dir, capsys):
+    """Bad lines are reported by FILE:LINE and left out; the rest is indexed; a line whose id can still be read
+    keeps the record it had (even with --sync); --on-error raise stops with the first bad line."""
+    shutil.copy(media_dir / "a.png", tmp_path / "a.png")
+    items = tmp_path / "items.jsonl"
+    good = [{"id": "n1", "text": "a note"}, {"id": "pic", "image": "a.png"}, {"id": "n2", "text": "another note"}]
+    items.write_text("".join(json.dumps(line) + "\n" for line in good))
+    index = tmp_path / "ix"
+    assert _build(items, index, "--model", str(legacy_checkpoint)) == 0
+    (tmp_path / "a.png").unlink()  # the id 'pic' now names a missing file
+    lines = [json.dumps(good[0]), "{not json", json.dumps(good[1]), '{"id": "n9", "text": "x \\ud800"}',
+             json.dumps(good[0]), json.dumps(good[2])]
+    items.write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    assert _build(items, index, "--sync") == 0
+    out, err = capsys.readouterr()
+    assert "4 failed" in out and "2 unchanged" in out
+    for number in (2, 3, 4, 5):
+        assert f"items.jsonl:{number}" in err
+    ids = set(open_store(index).content_hashes())
+    assert ids == {"n1", "pic", "n2"}  # 'pic' kept although its line failed
+    assert _build(items, index, "--on-error", "raise") == 1
+    assert "items.jsonl:2: invalid JSON" in capsys.readouterr().err

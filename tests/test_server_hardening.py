@@ -269,6 +269,10 @@ def test_error_messages_name_the_field_once(client_for, index_dir):
     assert message.startswith("modality: ") and message.count("modality") == 1
     message = error_of(client.post("/v1/embeddings", json={"input": [{"text": 5}]}), 400)["message"]
     assert message.startswith("input[0].text: ") and message.count("text") == 1
+    corrupt = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 40).decode()
+    parts = [{"type": "text", "text": "x"}, {"type": "image_url", "image_url": {"url": corrupt}}]
+    message = error_of(client.post("/v1/embeddings", json={"input": ["fine", parts]}), 400)["message"]
+    assert message.startswith("input[1][1]: ") and message.count("input[") == 1 and "upload" not in message
 
 
 # --------------------------------------------------------------------------------------------- isolation

@@ -112,6 +112,32 @@ def test_bad_record_policy_raise_and_skip(tmp_path, media_dir, processor):
         strict[1]
 
 
+def test_an_unexpected_error_in_one_record_is_that_records(tmp_path, processor, monkeypatch):
+    """A TypeError raised while preparing one record (a tokenizer refusing a value, say) skips or names that
+    record; it never stops training with a raw exception."""
+    path = _jsonl(
+        tmp_path / "train.jsonl",
+        [
+            {"query": {"text": "poison"}, "candidate": {"text": "x"}},
+            {"query": {"text": "fine"}, "candidate": {"text": "y"}},
+        ],
+    )
+    prepare = processor.prepare
+
+    def fussy(item):
+        if item.text == "poison":
+            raise TypeError("TextEncodeInput must be Union[TextInputSequence, ...]")
+        return prepare(item)
+
+    monkeypatch.setattr(processor, "prepare", fussy)
+    dataset = PairDataset([TrainSource(path)], processor, tmp_path, on_bad_record="skip")
+    assert dataset[0] is None and dataset[1] is not None
+    assert "TypeError" in dataset.bad.entries[-1]["error"]
+    dataset.on_bad_record = "raise"
+    with pytest.raises(InputError, match="internal error while preparing the record: TypeError"):
+        dataset[0]
+
+
 def _sources(tmp_path, sizes, modalities=None):
     paths = []
     for number, size in enumerate(sizes):

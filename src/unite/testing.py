@@ -18,6 +18,8 @@ from unite.models.loading import CURRENT_LAYOUT, LEGACY_LAYOUT
 
 __all__ = [
     "SPECIAL_TOKENS",
+    "ServerProcess",
+    "free_port",
     "make_image",
     "make_tiny_checkpoint",
     "make_tokenizer",
@@ -374,3 +376,82 @@ def make_shapes_dataset(folder: str | Path, per_class: int = 8, seed: int = 0, p
     path = folder / f"{prefix}.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return path
+
+
+class ServerProcess:
+    """``unite serve`` in a subprocess on 127.0.0.1 and a free port, for tests and benchmarks; stop it by
+    :meth:`stop` (terminate, then kill by process id). Its output goes to ``log``.
+
+    Args:
+        index: the index folder.
+        log: file receiving the server's output.
+        *extra: further ``unite serve`` flags.
+        env: environment variables to add (an API key, say).
+        start_timeout: seconds to wait for ``/healthz``.
+    """
+
+    def __init__(
+        self, index: str | Path, log: str | Path, *extra: str, env: dict | None = None, start_timeout: float = 120
+    ) -> None:
+        import os
+        import subprocess
+        import sys
+        import time
+
+        import httpx
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = Path(log)
+        command = [sys.executable, "-m", "unite.cli.main", "serve", "--index", str(index), "--host", "127.0.0.1"]
+        command += ["--port", str(self.port), "--device", "cpu", *extra]
+        self._log_handle = self.log.open("w")
+        environment = dict(os.environ, HF_HUB_OFFLINE="1", **(env or {}))
+        self.process = subprocess.Popen(command, stdout=self._log_handle, stderr=subprocess.STDOUT, env=environment)
+        deadline = time.monotonic() + start_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self._log_handle.close()
+                raise RuntimeError(f"server exited: {self.log.read_text()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"server did not start: {self.log.read_text()}")
+
+    def alive(self) -> bool:
+        import httpx
+
+        return self.process.poll() is None and httpx.get(self.url + "/healthz", timeout=5).status_code == 200
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server process in MiB (Linux), NaN when unknown."""
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+        except OSError:
+            return float("nan")
+        lines = [line for line in status.splitlines() if line.startswith("VmRSS:")]
+        return int(lines[0].split()[1]) / 1024 if lines else float("nan")
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log_handle.close()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

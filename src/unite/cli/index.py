@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from unite.cli.options import add_model_options, setting_overrides
+from unite.cli.options import add_model_options, encoder_from_args
 from unite.errors import ConfigError
 
 __all__ = ["add_parser"]
@@ -73,6 +73,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     run_group.add_argument(
         "--commit-every", type=int, default=64, help="entries per committed batch (default %(default)s)"
     )
+    run_group.add_argument(
+        "--on-error",
+        choices=["skip", "raise"],
+        default="skip",
+        help="a bad JSONL line: skip it and report it (default; its old entry, if any, is kept) or stop the build",
+    )
     run_group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     build.set_defaults(run=run_build)
 
@@ -112,7 +118,9 @@ def run_build(args: argparse.Namespace) -> int:
     existing = _existing_manifest(args.index)
     encoder = _load_encoder(args, existing)
     manifest = _build_manifest(args, existing, encoder)
-    entries = scan_source(args.source, clip_seconds=args.clip_seconds, settings=encoder.settings, skip=args.index)
+    entries = scan_source(
+        args.source, clip_seconds=args.clip_seconds, settings=encoder.settings, skip=args.index, on_error=args.on_error
+    )
     store = create_store(args.index, manifest, api_key=os.environ.get("QDRANT_API_KEY"))
 
     def embed(items: list) -> object:
@@ -156,21 +164,12 @@ def _load_encoder(args: argparse.Namespace, existing: Any) -> Any:
     """The build's encoder: ``--model``, else the index's model; a rerun starts from the index's settings."""
     from unite.cli.search import model_for_index
     from unite.index.store import MANIFEST_FILE
-    from unite.models.encoder import UniteEncoder
     from unite.settings import EncodingSettings
 
     if existing is None and not args.model:
         raise ConfigError(f"--model is required to build a new index ({args.index} holds no {MANIFEST_FILE} yet)")
     args.model = model_for_index(existing, args.model)
-    return UniteEncoder.from_pretrained(
-        args.model,
-        device=args.device,
-        dtype=args.dtype,
-        revision=args.revision,
-        attn_implementation=args.attn_implementation,
-        settings=EncodingSettings.from_dict(existing.settings) if existing else None,
-        **setting_overrides(args),
-    )
+    return encoder_from_args(args, EncodingSettings.from_dict(existing.settings) if existing else None)
 
 
 def _build_manifest(args: argparse.Namespace, existing: Any, encoder: Any) -> Any:

@@ -66,7 +66,9 @@ def setting_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
-def encoder_from_args(args: argparse.Namespace) -> Any:
+def encoder_from_args(args: argparse.Namespace, settings: Any = None) -> Any:
+    """The encoder ``--model`` and the model options name; ``settings`` replace the checkpoint's own (the flags
+    still override them)."""
     from unite.models.encoder import UniteEncoder
 
     return UniteEncoder.from_pretrained(
@@ -75,5 +77,6 @@ def encoder_from_args(args: argparse.Namespace) -> Any:
         dtype=args.dtype,
         revision=args.revision,
         attn_implementation=args.attn_implementation,
+        settings=settings,
         **setting_overrides(args),
     )

@@ -13,6 +13,9 @@ from unite.errors import ConfigError
 
 __all__ = ["add_parser"]
 
+#: Connections (and requests in progress) uvicorn accepts at once before answering 503.
+MAX_CONNECTIONS = 256
+
 EPILOG = """\
 Binds to 127.0.0.1 unless --host says otherwise, and answers only requests whose Host header names this machine
 (localhost, 127.0.0.1, [::1], the --host address, and each --allowed-host), so that no web page can reach it by
@@ -73,6 +76,10 @@ def _add_safety(safety: argparse._ArgumentGroup, defaults: Any) -> None:
     safety.add_argument(
         "--allowed-host", action="append", default=[], metavar="NAME",
         help="also answer requests for this Host name (repeatable; '*' answers any, which allows DNS rebinding)",
+    )
+    safety.add_argument(
+        "--max-connections", type=int, default=MAX_CONNECTIONS,
+        help="open connections and requests at once; beyond it 503 (default %(default)s)",
     )
     safety.add_argument("--allow-server-paths", action="store_true", help="let clients name files on this machine")
     safety.add_argument(
@@ -186,6 +193,10 @@ def run(args: argparse.Namespace) -> int:
     if warning:
         sys.stderr.write(f"unite: warning: {warning}\n")
     sys.stderr.write(f"unite: serving {args.index} ({store.count()} items) on http://{args.host}:{args.port}/\n")
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    if args.max_connections < 1:
+        raise ConfigError(f"--max-connections must be positive, got {args.max_connections}")
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level=args.log_level, limit_concurrency=args.max_connections
+    )
     store.close()
     return 0

@@ -111,6 +111,8 @@ def plan_build(
 
 def _stale(source: str, sources: set[str], skipped: Skipped, sync: bool) -> bool:
     """Whether a record of ``source`` that the scan did not produce goes."""
+    if source in skipped.kept:
+        return False
     if source in sources or _under(source, skipped.outside):
         return True
     return sync and not _under(source, skipped.unreadable)
@@ -150,6 +152,7 @@ def build_index(
     skipped = entries.skipped if isinstance(entries, Scan) else Skipped()
     plan = plan_build(entries, existing, sync=sync, skipped=skipped)
     report = BuildReport(scanned=len(entries), unchanged=plan.unchanged, skipped=skipped)
+    report.failed.extend(skipped.invalid)  # JSONL lines that could not be used: reported, retried next time
     if plan.delete:
         store.delete(plan.delete)
         report.deleted = len(plan.delete)

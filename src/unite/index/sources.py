@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from unite.data.jsonl import read_json_lines
-from unite.errors import InputError, MediaError, UniteError
+from unite.errors import ConfigError, InputError, MediaError, UniteError
 from unite.index.store import is_inside
 from unite.settings import FRAME_FACTOR, EncodingSettings
 from unite.types import VIDEO_EXTENSIONS, Item, Modality, VideoClip, check_unicode
@@ -82,12 +82,16 @@ class Skipped:
         unreadable: relative paths of folders that could not be listed (their entries are kept by ``--sync``).
         repeated: paths to a real file or folder already walked (a second link to it, a link to an ancestor).
         broken: links to nothing.
+        invalid: ``(FILE:LINE, reason)`` of JSONL lines that cannot be used (reported as failed by the build).
+        kept: sources (``jsonl:ID``) of such lines whose id could be read: their records stay in the index.
     """
 
     outside: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     repeated: int = 0
     broken: int = 0
+    invalid: list[tuple[str, str]] = field(default_factory=list)
+    kept: set[str] = field(default_factory=set)
 
 
 class Scan(list[Entry]):
@@ -139,16 +143,20 @@ def scan_source(
     clip_seconds: float | None = None,
     settings: EncodingSettings | None = None,
     skip: Path | None = None,
+    on_error: str = "raise",
 ) -> Scan:
     """Entries of a folder or a ``.jsonl`` file (see :func:`scan_folder`, :func:`scan_jsonl`).
 
-    JSONL entries keep their media relative to the file's folder (see :func:`locate`).
+    JSONL entries keep their media relative to the file's folder (see :func:`locate`); ``on_error`` is the policy
+    for its bad lines.
     """
     source = check_source(source)
     if source.is_dir():
         return scan_folder(source, clip_seconds=clip_seconds, settings=settings, skip=skip)
     base = os.path.realpath(source.parent)
-    return Scan(replace(entry, **dict(zip(("root", "path"), locate(entry.path, base)))) for entry in scan_jsonl(source))
+    scan = scan_jsonl(source, on_error=on_error)
+    located = (replace(entry, **dict(zip(("root", "path"), locate(entry.path, base)))) for entry in scan)
+    return Scan(located, scan.skipped)
 
 
 def scan_folder(
@@ -299,32 +307,55 @@ def _video_entries(
     return entries
 
 
-def scan_jsonl(path: Path) -> list[Entry]:
+def scan_jsonl(path: Path, on_error: str = "raise") -> Scan:
     """Lines ``{"id": ..., "text"/"image"/"video": ..., "metadata": {...}}``; media paths relative to the file.
+
+    Args:
+        path: the JSONL file.
+        on_error: ``raise`` stops at the first bad line; ``skip`` leaves it out, listing it in
+            ``Scan.skipped.invalid`` (and, when its id could be read, its source in ``skipped.kept``, so that the
+            record it had stays in the index).
 
     Raises:
         InputError: naming ``FILE:LINE``: invalid JSON, missing or repeated id, bad item, missing media file.
     """
+    if on_error not in ("raise", "skip"):
+        raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     path = path.resolve()
-    entries: list[Entry] = []
+    scan = Scan()
     seen: dict[str, int] = {}
     for line in read_json_lines(path):  # the guarded reader: bytes per line, BOM stripped, FILE:LINE errors
         if line.blank:
             continue
-        if line.error is not None:
-            raise line.error
-        number = line.number
         try:
-            entry = _jsonl_entry(line.value, path.parent)
-        except UniteError as error:
-            raise InputError(f"{path}:{number}: {error}") from None
-        except Exception as error:  # the last guard of this edge: a line fails by its number, never unnamed
-            raise InputError(f"{path}:{number}: internal error: {type(error).__name__}: {error}") from None
-        if entry.id in seen:
-            raise InputError(f"{path}:{number}: id {entry.id!r} already used on line {seen[entry.id]}")
-        seen[entry.id] = number
-        entries.append(entry)
-    return entries
+            entry = _jsonl_line(line, path, seen)
+        except InputError as error:
+            if on_error == "raise":
+                raise
+            scan.skipped.invalid.append((f"{path.name}:{line.number}", str(error).removeprefix(f"{path}:")))
+            record_id = line.value.get("id") if isinstance(line.value, dict) else None
+            if isinstance(record_id, (str, int)) and not isinstance(record_id, bool) and str(record_id) not in seen:
+                scan.skipped.kept.add(f"jsonl:{record_id}")
+            continue
+        seen[entry.id] = line.number
+        scan.append(entry)
+    return scan
+
+
+def _jsonl_line(line: Any, path: Path, seen: dict[str, int]) -> Entry:
+    """The entry of one parsed line, or an InputError naming ``FILE:LINE``."""
+    if line.error is not None:
+        raise line.error
+    number = line.number
+    try:
+        entry = _jsonl_entry(line.value, path.parent)
+    except UniteError as error:
+        raise InputError(f"{path}:{number}: {error}") from None
+    except Exception as error:  # the last guard of this edge: a line fails by its number, never unnamed
+        raise InputError(f"{path}:{number}: internal error: {type(error).__name__}: {error}") from None
+    if entry.id in seen:
+        raise InputError(f"{path}:{number}: id {entry.id!r} already used on line {seen[entry.id]}")
+    return entry
 
 
 def _jsonl_entry(data: Any, base_dir: Path) -> Entry:

@@ -80,6 +80,8 @@ class RequestGuard:
             body, held = await self._read_body(receive, held)
         except RequestError as error:
             self.inflight -= held
+            if error.status == 503:  # read on without keeping anything, so the client gets the answer cleanly
+                await self._drain(receive)
             await _respond(send, error)
             return
         if body is None:  # the client went away
@@ -120,6 +122,20 @@ class RequestGuard:
                 held = self._reserve(len(body), held)
             more = message.get("more_body", False)
         return bytes(body), held
+
+    async def _drain(self, receive: Any) -> None:
+        """Read the rest of a refused body, discarding it, for at most ``body_timeout_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.body_timeout_s
+        read = 0
+        while read <= self.config.max_request_bytes:
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                return
+            read += len(message.get("body", b""))
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                return
 
     def _reserve(self, wanted: int, held: int) -> int:
         """Hold ``wanted`` bytes of the shared in-flight budget (``held`` already held); 503 when it is spent."""

@@ -73,7 +73,7 @@ class ServerState:
             raise RequestError(400, uploads.scrub(str(error))) from None
         if outcome.errors:
             position, reason = sorted(outcome.errors.items())[0]
-            raise RequestError(400, f"{fields[position]}: {uploads.scrub(_strip_index(reason))}")
+            raise RequestError(400, uploads.explain(fields[position], _strip_index(reason)))
         return outcome.embeddings, usage
 
     def measure(self, items: list[Item], fields: list[str], uploads: UploadFolder) -> Usage:
@@ -84,7 +84,7 @@ class ServerState:
             try:
                 text, visual = self.encoder.processor.token_counts(item)
             except UniteError as error:
-                raise RequestError(400, f"{field}: {uploads.scrub(_strip_index(str(error)))}") from None
+                raise RequestError(400, uploads.explain(field, _strip_index(str(error)))) from None
             except Exception as error:  # a client value the tokenizer or a decoder cannot take is the client's
                 raise RequestError(400, f"{field}: cannot be read ({type(error).__name__})") from None
             usage.text_tokens += text

@@ -39,7 +39,7 @@ class UploadFolder:
             raise RequestError(400, f"{field}: the upload is empty")
         path = self.folder / f"{kind}-{len(self.names)}.upload"
         path.write_bytes(data)
-        self.names[str(path)] = f"{field} (uploaded {kind})"
+        self.names[str(path)] = field
         if kind == "video":
             self._check_video(str(path), field)
         return str(path)
@@ -92,6 +92,13 @@ class UploadFolder:
         for path, name in self.names.items():
             message = message.replace(path, name)
         return message.replace(str(self.folder), "upload")
+
+    def explain(self, field: str, message: str) -> str:
+        """``FIELD: reason`` for an error about ``field``, naming the field once: a message that already starts
+        with it or with one of its parts (``input[0][1]: ...`` for ``input[0]``) is kept as it is."""
+        message = self.scrub(message)
+        head = message.split(": ", 1)[0]
+        return message if head.startswith(field) else f"{field}: {message}"
 
 
 def _looks_like_base64(value: str) -> bool:

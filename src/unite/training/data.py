@@ -297,7 +297,9 @@ class PairDataset(Dataset):
                 "target_modality": int(record.target_modality),
                 "source": record.source,
             }
-        except UniteError as error:
+        except Exception as error:  # any failure of one record is that record's: skipped or raised, named
+            if not isinstance(error, UniteError):
+                error = InputError(f"internal error while preparing the record: {type(error).__name__}: {error}")
             if self.on_bad_record == "raise":
                 raise type(error)(f"{record.id}: {error}") from error
             self.bad.add(record.id, str(error))
