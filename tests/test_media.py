@@ -935,3 +935,17 @@ def test_clip_shorter_than_the_count_repeats_its_last_frame(tmp_path, start, end
     visual = load_video(clip, settings)
     assert tuple(visual.grid_thw) == (len(indices) // 2, 28, 38)
     assert visual_token_count("video", 48, 64, len(indices), settings) == visual.num_tokens
+
+
+@pytest.mark.parametrize("kind", ["image", "video"])
+def test_pipes_folders_and_devices_are_refused_without_waiting(tmp_path, kind):
+    """Opening a named pipe blocks until someone writes to it: a media path must be a regular file."""
+    import os
+
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)
+    settings = EncodingSettings()
+    load = load_image if kind == "image" else load_video
+    for path, words in ((pipe, "a pipe"), (tmp_path, "a folder"), (Path("/dev/zero"), "a device")):
+        with pytest.raises(MediaError, match=words):
+            load(str(path), settings)

@@ -617,3 +617,43 @@ def test_fuzz_thumbnail_ids(fuzz_client, identifier):
     response = fuzz_client.get("/thumbnail", params={"id": raw})
     assert_answered(response)
     assert response.status_code in (200, 400, 404)
+
+
+# ------------------------------------------------------------------------------------------ weights
+
+
+def test_serve_refuses_weights_that_differ_from_the_index(tmp_path, legacy_checkpoint, capsys):
+    """Weights replaced in place: `unite serve` stops with one line naming the fingerprint, before it listens."""
+    from unite.cli.main import main
+
+    model = tmp_path / "model"
+    shutil.copytree(legacy_checkpoint, model)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("a note")
+    build = ["index", "build", str(tmp_path / "notes"), "--index", str(tmp_path / "ix"), "--model", str(model)]
+    assert main([*build, "--device", "cpu", "--no-progress"]) == 0
+    weights = model / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # the middle block is one the fingerprint samples
+    weights.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["serve", "--index", str(tmp_path / "ix"), "--device", "cpu", "--port", "9"]) == 1
+    err = capsys.readouterr().err
+    assert "fingerprint" in err and err.count("\n") == 1
+
+
+def test_a_server_stops_serving_an_index_rebuilt_with_other_weights(tmp_path, media_dir, encoder, legacy_checkpoint,
+                                                                    client_for):
+    from unite.index import read_manifest
+    from unite.index.store import MANIFEST_FILE
+
+    index_dir = build_test_index(tmp_path, media_dir, encoder, legacy_checkpoint)
+    client = client_for(open_store(index_dir), refresh_interval_s=0.0)
+    assert client.get("/healthz").status_code == 200
+    manifest = json.loads((index_dir / MANIFEST_FILE).read_text())
+    manifest["model_fingerprint"] = "0" * 64  # what a rebuild with other weights records
+    (index_dir / MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert read_manifest(index_dir).model_fingerprint == "0" * 64
+    health = client.get("/healthz")
+    assert health.status_code == 503 and "weights" in health.json()["problem"]
+    assert error_of(client.post("/search", json={"text": "cat"}), 503)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import stat
 import urllib.request
 import warnings
 from dataclasses import dataclass
@@ -256,7 +257,22 @@ def _read_source(source: Any, settings: EncodingSettings) -> Any:
         return io.BytesIO(_fetch(text, settings.remote_timeout))
     if "://" in text:
         raise MediaError(f"{text}: unsupported URL scheme")
+    _check_regular_file(text)
     return text
+
+
+def _check_regular_file(path: str) -> None:
+    """Refuse a path that is not a regular file (a folder, a pipe, a device) before opening it: opening a pipe
+    waits for a writer for ever, and a device may never end."""
+    try:
+        mode = Path(path).stat().st_mode
+    except FileNotFoundError:
+        raise MediaError(f"{path}: file not found") from None
+    except OSError as error:
+        raise MediaError(f"{path}: cannot read ({error.strerror})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a pipe" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise MediaError(f"{path}: is {kind}, not a media file")
 
 
 def _fetch(url: str, timeout: float) -> bytes:
