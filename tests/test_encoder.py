@@ -345,3 +345,13 @@ def test_a_batch_failing_in_the_model_is_retried_one_by_one(encoder, monkeypatch
     with pytest.raises(InputError) as raised:
         encoder.encode(items, batch_size=8)
     assert raised.value.item_index == 2 and "out of memory" in raised.value.reason
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://host/clip.mp4", "https://example.com/a.png"])
+def test_urls_are_never_joined_to_the_items_folder(tmp_path, url):
+    """A URL in an items file stays a URL (refused or fetched by the media reader), never a path under the file's
+    folder, so the error says what it is."""
+    from unite.types import Item
+
+    item = Item.from_dict({"image": url}, base_dir=tmp_path)
+    assert item.images == (url,)

@@ -232,7 +232,9 @@ def _is_source(value: Any, key: str) -> bool:
 
 
 def _resolve(source: Any, base_dir: str | Path) -> Any:
-    if isinstance(source, (str, Path)) and not str(source).startswith(("http://", "https://")):
+    """A relative path joined to ``base_dir``; URLs (``scheme://...``) are left as they are, for the media
+    reader to fetch or refuse."""
+    if isinstance(source, (str, Path)) and "://" not in str(source):
         path = Path(source)
         try:
             path = path.expanduser()
