@@ -41,7 +41,8 @@ def _edit(path: Path, old: str, new: str) -> None:
 def test_missing_file_is_named(generic_task):
     (generic_task.parent / "corpus.jsonl").unlink()
     spec, folder = load_task_spec(generic_task)
-    with pytest.raises(ConfigError, match=r"corpus file .*corpus\.jsonl not found \(files\.corpus"):
+    words = r"corpus file not found; tried .*corpus\.jsonl \(files\.corpus.*unite eval layout"
+    with pytest.raises(ConfigError, match=words):
         load_task_data(spec, folder)
 
 
@@ -149,8 +150,12 @@ def test_registered_tasks_need_a_data_root(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match="--data-root"):
         resolve_tasks(["MSVD-T2V"])
     monkeypatch.setenv("UNITE_EVAL_DATA", str(tmp_path))
+    with pytest.raises(ConfigError, match=r"data folder not found; tried .*msvd.*unite eval layout MSVD-T2V"):
+        resolve_tasks(["msvd-t2v"])
+    (tmp_path / "msvd").mkdir()
     [(spec, folder)] = resolve_tasks(["msvd-t2v"])
     assert spec.name == "MSVD-T2V" and folder == tmp_path / "msvd"
+    (tmp_path / "MMEB-eval").mkdir()
     assert len(resolve_tasks(["mmeb-grounding"])) == 4
     with pytest.raises(ConfigError, match="given twice"):
         resolve_tasks(["MSVD-T2V", "msvd-t2v"])
@@ -226,6 +231,7 @@ def test_msvd_pickle_cannot_run_code(stand_ins, tmp_path):
     folder = tmp_path / "msvd"
     folder.mkdir()
     (folder / "test_list.txt").write_text("a\n")
+    (folder / "YouTubeClips").mkdir()
     (folder / "raw-captions.pkl").write_bytes(pickle.dumps({"a": [[os.getcwd.__name__]], "f": os.getcwd}))
     with pytest.raises(InputError, match="refusing to load"):
         load_task_data(REGISTRY["MSVD-T2V"], folder)

@@ -19,7 +19,8 @@ EPILOG = """\
 TASK is a task.yaml (the generic format: queries.jsonl, corpus.jsonl and qrels.tsv beside it), a registered
 benchmark (e.g. MSRVTT-1K-A-T2V, MMEB-ImageNet-1K, WebVid-CoVR) or a group (mmeb, mmeb-ind, mmeb-ood,
 mmeb-classification, mmeb-vqa, mmeb-retrieval, mmeb-grounding, fine-grained, coarse, paper); --list-tasks shows
-them. Registered benchmarks read their public files from DATA_ROOT/<data_dir> (--data-root or $UNITE_EVAL_DATA).
+them. Registered benchmarks read their public files under DATA_ROOT (--data-root or $UNITE_EVAL_DATA), in the
+layouts their downloads produce; `unite eval layout TASK` prints the paths tried and where to download them.
 
 Each task's encoding settings (e.g. 48 frames for MSR-VTT) apply unless a media option is given explicitly;
 then the option wins and the result records the deviation. Embeddings are cached by content (item, weights,
@@ -29,6 +30,7 @@ examples:
   unite eval --model friedrichor/Unite-Base-Qwen2-VL-2B --task MSRVTT-1K-A-T2V --data-root /data --output-dir runs/2b
   unite eval --model ./ckpt --task my_task/task.yaml --output-dir runs/mine --limit 100
   unite eval --compare runs/2b/MSRVTT-1K-A-T2V.json runs/mine/MSRVTT-1K-A-T2V.json
+  unite eval layout MSRVTT-1K-A-T2V
 """
 
 
@@ -40,6 +42,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "action", nargs="?", choices=["layout"], help="layout TASK...: print the files each task expects and where "
+        "to download them, then exit"
+    )
+    parser.add_argument("layout_tasks", nargs="*", metavar="TASK", help=argparse.SUPPRESS)
     tasks = parser.add_argument_group("tasks")
     tasks.add_argument(
         "--task", action="append", default=[], metavar="TASK", help="task.yaml, registered name or group (repeatable)"
@@ -78,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
     if args.list_tasks:
         sys.stdout.write(_task_list(registry))
         return 0
+    if args.action == "layout":
+        return _layout(args.layout_tasks or args.task, registry)
     missing = [
         flag
         for flag, value in (("--model", args.model), ("--task", args.task), ("--output-dir", args.output_dir))
@@ -133,6 +142,22 @@ def _leave_torchrun() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def _layout(names: list[str], registry: object) -> int:
+    from unite.evaluation.locate import describe_layout
+    from unite.evaluation.tasks import load_task_spec
+
+    if not names:
+        raise ConfigError("unite eval layout needs a task name (or a task.yaml, or a group); see --list-tasks")
+    for name in names:
+        if str(name).endswith((".yaml", ".yml")):
+            specs = [load_task_spec(name)[0]]
+        else:
+            specs = registry.resolve_task_names(name)  # type: ignore[attr-defined]
+        for spec in specs:
+            sys.stdout.write(describe_layout(spec) + "\n")
+    return 0
 
 
 def _env_path(name: str) -> Path | None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from unite.errors import ConfigError
 from unite.evaluation.loaders import TaskData, load_task_data
+from unite.evaluation.locate import data_folder
 from unite.evaluation.registry import resolve_task_names
 from unite.evaluation.reports import summary_markdown, write_result
 from unite.evaluation.runner import EvalConfig, evaluate_task
@@ -53,9 +54,9 @@ def resolve_tasks(
         if root is None:
             raise ConfigError(
                 f"task {value}: where is its data? pass --data-root DIR (or set {DATA_ROOT_ENV}); "
-                f"it is read from DIR/{specs[0].data_dir}"
+                f"it is read from DIR/{specs[0].data_dirs[0]} (`unite eval layout {specs[0].name}` shows the tree)"
             )
-        resolved += [(spec, Path(root) / spec.data_dir) for spec in specs]
+        resolved += [(spec, data_folder(spec.name, spec.data_dirs, root)) for spec in specs]
     names = [spec.name for spec, _ in resolved]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:

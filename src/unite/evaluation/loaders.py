@@ -12,13 +12,14 @@ import csv
 import hashlib
 import json
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from unite.data.jsonl import read_item_lines, read_json_file, read_json_lines, read_text_lines
 from unite.errors import ConfigError, InputError
+from unite.evaluation.locate import candidates, find
 from unite.evaluation.tasks import Direction, Layout, TaskSpec
 from unite.types import Item, check_unicode
 
@@ -144,11 +145,14 @@ def load_task_data(spec: TaskSpec, folder: str | Path) -> TaskData:
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def _file(spec: TaskSpec, folder: Path, role: str, default: str) -> Path:
-    path = folder / spec.files.get(role, default)
-    if not path.exists():
-        raise ConfigError(f"task {spec.name}: {role} file {path} not found (files.{role} in the task spec)")
-    return path
+def _file(spec: TaskSpec, folder: Path, role: str, default: str | Sequence[str]) -> Path:
+    """The file of ``role``: the first of its candidate paths that exists (see :mod:`unite.evaluation.locate`)."""
+    return find(spec.name, folder, role, candidates(spec.files.get(role), default), "file")
+
+
+def _dir(spec: TaskSpec, folder: Path, role: str, default: str | Sequence[str]) -> Path:
+    """The folder of ``role`` (media, captions): the first candidate that exists, zips extracted once."""
+    return find(spec.name, folder, role, candidates(spec.files.get(role), default), "dir")
 
 
 def _unique(ids: list[str], kind: str, source: str) -> set[str]:
@@ -412,7 +416,7 @@ def _mmeb_item(record: dict[str, Any], text_key: str, image_key: str, image_root
 def _load_karpathy(spec: TaskSpec, folder: Path) -> TaskData:
     """Karpathy split files (``dataset_flickr30k.json``, ``dataset_coco.json``)."""
     path = _file(spec, folder, "annotations", "dataset_flickr30k.json")
-    media_root = folder / spec.files.get("media", "")
+    media_root = _dir(spec, folder, "media", "")
     split = spec.options.get("split", "test")
     pairs = []
     for index, record in enumerate(_field(_read_json(path), "images", str(path))):
@@ -429,7 +433,7 @@ def _load_karpathy(spec: TaskSpec, folder: Path) -> TaskData:
 def _load_sharegpt4v(spec: TaskSpec, folder: Path) -> TaskData:
     """ShareGPT4V captioner JSON; ShareGPT4V-1K takes the first ``options.count`` (1000) records."""
     path = _file(spec, folder, "annotations", "share-captioner_coco_lcs_sam_1246k_1107.json")
-    media_root = folder / spec.files.get("media", "")
+    media_root = _dir(spec, folder, "media", "")
     count = int(spec.options.get("count", 1000))
     pairs = []
     for index, record in enumerate(_read_json(path)[:count]):
@@ -444,8 +448,8 @@ def _load_sharegpt4v(spec: TaskSpec, folder: Path) -> TaskData:
 
 def _load_caption_folder(spec: TaskSpec, folder: Path) -> TaskData:
     """Urban1K: ``image/NAME.jpg`` beside ``caption/NAME.txt``."""
-    captions_dir = _file(spec, folder, "captions", "caption")
-    images_dir = _file(spec, folder, "media", "image")
+    captions_dir = _dir(spec, folder, "captions", "caption")
+    images_dir = _dir(spec, folder, "media", "image")
     pairs = []
     for caption_file in sorted(captions_dir.glob("*.txt")):
         image = _resolve_media(images_dir, caption_file.stem, _IMAGE_EXTENSIONS)
@@ -458,7 +462,7 @@ def _load_caption_folder(spec: TaskSpec, folder: Path) -> TaskData:
 def _load_docci(spec: TaskSpec, folder: Path) -> TaskData:
     """DOCCI ``docci_descriptions.jsonlines``, records of ``options.split`` (test)."""
     path = _file(spec, folder, "annotations", "docci_descriptions.jsonlines")
-    images_dir = folder / spec.files.get("media", "images")
+    images_dir = _dir(spec, folder, "media", "images")
     split = spec.options.get("split", "test")
     pairs = []
     for number, record in _read_records(path):
@@ -474,7 +478,7 @@ def _load_docci(spec: TaskSpec, folder: Path) -> TaskData:
 def _load_msrvtt(spec: TaskSpec, folder: Path) -> TaskData:
     """MSR-VTT 1k-A ``MSRVTT_JSFUSION_test.csv`` (columns key, vid_key, video_id, sentence)."""
     path = _file(spec, folder, "annotations", "MSRVTT_JSFUSION_test.csv")
-    videos_dir = folder / spec.files.get("media", "videos")
+    videos_dir = _dir(spec, folder, "media", "videos")
     grouped: dict[str, list[str]] = {}
     for number, row in _csv_rows(path):
         where = f"{path}:{number}"
@@ -496,7 +500,7 @@ def _load_msvd(spec: TaskSpec, folder: Path) -> TaskData:
     """MSVD as CLIP4Clip ships it: ``test_list.txt`` and ``raw-captions.pkl`` (id -> list of token lists)."""
     ids_path = _file(spec, folder, "split", "test_list.txt")
     captions_path = _file(spec, folder, "annotations", "raw-captions.pkl")
-    videos_dir = folder / spec.files.get("media", "YouTubeClips")
+    videos_dir = _dir(spec, folder, "media", "YouTubeClips")
     try:
         with captions_path.open("rb") as handle:
             captions = _CaptionUnpickler(handle).load()
@@ -514,7 +518,7 @@ def _load_msvd(spec: TaskSpec, folder: Path) -> TaskData:
 def _load_didemo(spec: TaskSpec, folder: Path) -> TaskData:
     """DiDeMo ``test_data.json``: the descriptions of each video joined into one paragraph (CLIP4Clip's protocol)."""
     path = _file(spec, folder, "annotations", "test_data.json")
-    videos_dir = folder / spec.files.get("media", "videos")
+    videos_dir = _dir(spec, folder, "media", "videos")
     grouped: dict[str, list[str]] = {}
     for index, record in enumerate(_read_json(path)):
         where = f"{path}: record {index}"
@@ -529,7 +533,7 @@ def _load_didemo(spec: TaskSpec, folder: Path) -> TaskData:
 def _load_carebench(spec: TaskSpec, folder: Path) -> TaskData:
     """CaReBench ``json/metadata.json``; ``options.caption_key`` picks the general, spatial or temporal caption."""
     path = _file(spec, folder, "annotations", "json/metadata.json")
-    videos_dir = folder / spec.files.get("media", "videos")
+    videos_dir = _dir(spec, folder, "media", "videos")
     key = spec.options.get("caption_key", "caption")
     pairs = []
     for index, record in enumerate(_read_json(path)):
@@ -542,7 +546,7 @@ def _load_carebench(spec: TaskSpec, folder: Path) -> TaskData:
 def _load_webvid_covr(spec: TaskSpec, folder: Path) -> TaskData:
     """WebVid-CoVR test CSV: query = video ``pth1`` + ``edit`` text; the target ``pth2`` among all targets."""
     path = _file(spec, folder, "annotations", "webvid8m-covr_test.csv")
-    videos_dir = folder / spec.files.get("media", "videos")
+    videos_dir = _dir(spec, folder, "media", "videos")
     queries, targets, qrels = [], {}, {}
     for row_index, (number, row) in enumerate(_csv_rows(path)):
         where = f"{path}:{number}"

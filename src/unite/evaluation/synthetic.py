@@ -74,7 +74,7 @@ def build_stand_in(spec: TaskSpec, data_root: str | Path, count: int = 3) -> Pat
     ``count`` items (images, videos, queries) are written; pair layouts with several captions per item get two.
     Returns the data folder.
     """
-    folder = Path(data_root) / spec.data_dir
+    folder = Path(data_root) / spec.data_dirs[0]
     folder.mkdir(parents=True, exist_ok=True)
     _BUILDERS[spec.layout](spec, folder, count)
     return folder

@@ -63,8 +63,11 @@ class TaskSpec:
         layout: the file layout its loader reads.
         direction: which side is the query.
         files: role -> path relative to the task's data folder (``queries``, ``corpus``, ``qrels`` for the
-            generic layout; ``annotations``, ``media`` and others for the public layouts).
-        data_dir: the data folder, relative to the data root (registered tasks) or to ``task.yaml``.
+            generic layout; ``annotations``, ``media`` and others for the public layouts), or a list of such
+            paths tried in order (the layouts a download and a plain unzip produce); a path may pass through a
+            zip archive (:mod:`unite.evaluation.locate`).
+        data_dir: the data folder, relative to the data root (registered tasks) or to ``task.yaml``, or a list
+            of such folders tried in order (``.`` is the root itself).
         main_metric: the number put beside the paper's.
         metrics: every metric recorded.
         settings: :class:`unite.EncodingSettings` fields this benchmark fixes (e.g. ``video_frames: 48``).
@@ -79,8 +82,8 @@ class TaskSpec:
     name: str
     layout: Layout = Layout.GENERIC
     direction: Direction = Direction.ANY
-    files: Mapping[str, str] = field(default_factory=dict)
-    data_dir: str = ""
+    files: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
+    data_dir: str | tuple[str, ...] = ""
     main_metric: str = "recall@1"
     metrics: tuple[str, ...] = DEFAULT_METRICS
     settings: Mapping[str, Any] = field(default_factory=dict)
@@ -98,6 +101,8 @@ class TaskSpec:
             raise ConfigError(f"task name must be letters, digits, '.', '_', '+' or '-', got {self.name!r}")
         object.__setattr__(self, "layout", parse_enum(Layout, self.layout, "layout"))
         object.__setattr__(self, "direction", parse_enum(Direction, self.direction, "direction"))
+        object.__setattr__(self, "files", {role: _paths(role, value) for role, value in dict(self.files).items()})
+        object.__setattr__(self, "data_dir", _paths("data_dir", self.data_dir))
         object.__setattr__(self, "metrics", tuple(self.metrics))
         object.__setattr__(self, "tags", tuple(self.tags))
         for metric in self.metrics:
@@ -107,13 +112,20 @@ class TaskSpec:
             object.__setattr__(self, "metrics", (self.main_metric, *self.metrics))
         EncodingSettings().replace(**dict(self.settings))  # unknown or invalid settings raise here
 
+    @property
+    def data_dirs(self) -> tuple[str, ...]:
+        """The data folders to try, in order."""
+        return (self.data_dir,) if isinstance(self.data_dir, str) else self.data_dir
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description (what each result records about its task)."""
         data = dataclasses.asdict(self)
+        data["data_dir"] = self.data_dir if isinstance(self.data_dir, str) else list(self.data_dir)
         data["layout"] = self.layout.value
         data["direction"] = self.direction.value
-        for key in ("files", "settings", "options", "paper"):
+        for key in ("settings", "options", "paper"):
             data[key] = dict(getattr(self, key))
+        data["files"] = {role: v if isinstance(v, str) else list(v) for role, v in self.files.items()}
         data["metrics"] = list(self.metrics)
         data["tags"] = list(self.tags)
         return data
@@ -123,6 +135,15 @@ class TaskSpec:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TaskSpec)}
+
+
+def _paths(name: str, value: Any) -> str | tuple[str, ...]:
+    """A relative path, or a non-empty list of them (kept as a tuple)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    raise ConfigError(f"{name} must be a path or a non-empty list of paths, got {value!r}")
 
 
 def load_task_spec(path: str | Path) -> tuple[TaskSpec, Path]:
@@ -164,11 +185,13 @@ def load_task_spec(path: str | Path) -> tuple[TaskSpec, Path]:
                 data[key] = [data[key]]
             if not isinstance(data[key], list):
                 raise ConfigError(f"{path}: field '{key}' must be a list, got {type(data[key]).__name__}")
-    for key in ("name", "main_metric", "query_instruction", "document_instruction", "data_dir", "source"):
+    for key in ("name", "main_metric", "query_instruction", "document_instruction", "source"):
         if data.get(key) is not None and not isinstance(data[key], str):
             raise ConfigError(f"{path}: field '{key}' must be a string, got {type(data[key]).__name__}")
     try:
         spec = TaskSpec(**data)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
-    return spec, path.resolve().parent / spec.data_dir
+    from unite.evaluation.locate import data_folder
+
+    return spec, data_folder(spec.name, spec.data_dirs, path.resolve().parent)
