@@ -264,15 +264,15 @@ def _ref_prompt(item: dict) -> tuple[str, str]:
         n = len(item["image"]) if isinstance(item["image"], list) else 1
         if not has_text:
             text += IMAGE_BLOCK + "\n"
-        elif "<|IMAGE|>" not in text:  # UNITE silently dropped the image here; REFERENCE.md section 2 rule instead
+        elif "<|IMAGE|>" not in text:  # UNITE silently dropped the image here; docs/reference.md section 3 instead
             media_blocks += IMAGE_BLOCK * n
-            rule = "REFERENCE.md s2 (UNITE code drops the image)"
+            rule = "docs/reference.md section 3 (UNITE code drops the image)"
     if "video" in item:
         if not has_text:
             text += VIDEO_BLOCK + "\n"
         elif "<|VIDEO|>" not in text:
             media_blocks += VIDEO_BLOCK
-            rule = "REFERENCE.md s2 (UNITE code drops the video)"
+            rule = "docs/reference.md section 3 (UNITE code drops the video)"
     text = text.replace("<|IMAGE|>", IMAGE_BLOCK).replace("<|VIDEO|>", VIDEO_BLOCK)
     return UNITE_TEMPLATE.format(text=(media_blocks + text).strip(), modalities=modalities), rule
 

@@ -19,6 +19,13 @@ from unite.testing import make_image, make_tiny_checkpoint, make_video  # noqa: 
 torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _extract_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Archives the evaluation loaders meet (a zip of videos) are extracted under the session's temporary folder,
+    never into the user's ``~/.cache`` (a test may still point ``UNITE_EXTRACT_DIR`` elsewhere)."""
+    os.environ["UNITE_EXTRACT_DIR"] = str(tmp_path_factory.mktemp("extracted"))
+
+
 @pytest.fixture(scope="session")
 def legacy_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny checkpoint in the transformers 4.47.1 layout of the released models."""

@@ -1,4 +1,4 @@
-"""An independent reference pipeline written from REFERENCE.md, used as the oracle of end-to-end tests.
+"""An independent reference pipeline written from docs/reference.md, used as the oracle of end-to-end tests.
 
 Nothing here imports unite's data or model code: prompts are literal strings, the resize rule is written again
 from its text, stage 2 uses transformers' own (PIL) Qwen2-VL image processor, video frames are decoded by a
@@ -27,7 +27,7 @@ def prompt(content: str, modalities: str) -> str:
 
 
 def rule_resize(h: int, w: int, lo: int, hi: int) -> tuple[int, int]:
-    """REFERENCE.md section 4 'smart resize', written from its text."""
+    """docs/reference.md section 6 'smart resize', written from its text."""
     assert max(h, w) / min(h, w) <= 200
     nh, nw = max(28, round(h / 28) * 28), max(28, round(w / 28) * 28)
     if nh * nw > hi:

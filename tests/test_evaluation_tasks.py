@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,9 @@ from unite.cli.main import main
 from unite.errors import ConfigError, InputError, UniteError
 from unite.evaluation import GROUPS, REGISTRY, Direction, Layout, TaskSpec, load_task_data, load_task_spec
 from unite.evaluation.harness import resolve_tasks
+from unite.evaluation.locate import extract_dir
 from unite.evaluation.registry import MMEB_AGGREGATES
-from unite.evaluation.synthetic import build_stand_in, caption, write_generic_task
+from unite.evaluation.synthetic import build_image_stand_in, build_stand_in, caption, write_generic_task
 
 # ------------------------------------------------------------------------------------------------ generic
 
@@ -130,13 +132,13 @@ def test_registry_holds_every_benchmark_of_the_paper():
 
 
 def test_registry_carries_the_papers_settings_and_numbers():
-    # REFERENCE.md section 4: 48 frames for MSR-VTT, MSVD, DiDeMo; 32 for CaReBench; 16 for WebVid-CoVR.
+    # docs/reference.md section 8: 48 frames for MSR-VTT, MSVD, DiDeMo; 32 for CaReBench; 16 for WebVid-CoVR.
     frames = {name: spec.settings.get("video_frames") for name, spec in REGISTRY.items()}
     for name in ("MSRVTT-1K-A-T2V", "MSVD-V2T", "DiDeMo-T2V"):
         assert frames[name] == 48
     assert frames["CaReBench-Temporal-V2T"] == 32 and frames["WebVid-CoVR"] == 16
     assert frames["Flickr30K-T2I"] is None and frames["MMEB-ImageNet-1K"] is None
-    # REFERENCE.md section 6.
+    # docs/reference.md section 10.
     assert REGISTRY["WebVid-CoVR"].paper == {"UNITE-Instruct 2B": 69.1, "UNITE-Instruct 7B": 72.5}
     assert REGISTRY["CaReBench-Temporal-V2T"].paper == {"UNITE 2B": 50.0, "UNITE 7B": 55.4}
     assert REGISTRY["DOCCI-I2T"].paper == {"UNITE 2B": 72.3, "UNITE 7B": 85.8}
@@ -185,10 +187,11 @@ def stand_ins(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("name", list(REGISTRY))
 def test_every_registered_task_loads_its_stand_in(stand_ins, name):
     spec = REGISTRY[name]
-    data = load_task_data(spec, stand_ins / spec.data_dir)
+    data = load_task_data(spec, stand_ins / spec.data_dirs[0])
     data.check_media()
     n = STAND_IN_COUNT
-    captions_per_item = 2 if spec.layout in (Layout.KARPATHY, Layout.MSVD) else 1
+    # Karpathy: the first 5 sentences of each image (the COCO stand-in's first image has 7).
+    captions_per_item = {Layout.KARPATHY: 5, Layout.MSVD: 2}.get(spec.layout, 1)
     if spec.layout is Layout.MMEB:
         assert len(data.queries) == n
         for entry in data.queries:
@@ -214,7 +217,7 @@ def test_every_registered_task_loads_its_stand_in(stand_ins, name):
 def test_pair_layout_rules(stand_ins):
     # Karpathy and DOCCI: only the test split; one train record in each stand-in is skipped.
     flickr = load_task_data(REGISTRY["Flickr30K-I2T"], stand_ins / "flickr30k")
-    assert flickr.qrels["image:0000"] == {"text:0000#0": 1, "text:0000#1": 1}
+    assert flickr.qrels["image:1000000000"] == {f"text:1000000000#{n}": 1 for n in range(5)}
     assert [e.item.text for e in flickr.corpus[:2]] == [caption(0, 0), caption(0, 1)]
     # DiDeMo: the descriptions of a video become one paragraph.
     didemo = load_task_data(REGISTRY["DiDeMo-T2V"], stand_ins / "didemo")
@@ -242,10 +245,11 @@ def test_mmeb_parquet_and_limit(stand_ins, tmp_path):
     import pyarrow.parquet as pq
 
     spec = REGISTRY["MMEB-CIRR"]
-    records = [json.loads(line) for line in (stand_ins / "MMEB-eval" / "CIRR.jsonl").read_text().splitlines()]
+    flat = build_image_stand_in(spec, tmp_path / "flat", count=STAND_IN_COUNT, form="flattened")
+    records = [json.loads(line) for line in (flat / "CIRR.jsonl").read_text().splitlines()]
     folder = tmp_path / "MMEB-eval"
     (folder / "CIRR").mkdir(parents=True)
-    (folder / "eval_images").symlink_to(stand_ins / "MMEB-eval" / "eval_images")
+    (folder / "eval_images").symlink_to(flat / "eval_images")
     pq.write_table(pa.Table.from_pylist(records), folder / "CIRR" / "test-00000-of-00001.parquet")
     data = load_task_data(spec, folder)
     assert len(data.queries) == STAND_IN_COUNT and data.corpus[0].item.images
@@ -272,7 +276,9 @@ _ONE_SPEC_PER_LAYOUT = {spec.layout: name for name, spec in reversed(list(REGIST
 
 
 def _summary(data, folder: Path) -> str:
-    return repr((data.queries, data.corpus, data.qrels, data.pools)).replace(str(folder), "<root>")
+    text = repr((data.queries, data.corpus, data.qrels, data.pools)).replace(str(folder), "<root>")
+    # Media read from a zip (CaReBench's videos.zip) live in its extraction folder, named after the archive's path.
+    return re.sub(re.escape(str(extract_dir())) + r"/[^/']+-[0-9a-f]{16}", "<extracted>", text)
 
 
 @pytest.mark.parametrize("name", sorted(_ONE_SPEC_PER_LAYOUT.values()))
@@ -280,8 +286,8 @@ def test_every_layout_reads_files_with_a_bom_and_crlf(stand_ins, tmp_path, name)
     import shutil
 
     spec = REGISTRY[name]
-    original = stand_ins / spec.data_dir
-    copy = tmp_path / spec.data_dir
+    original = stand_ins / spec.data_dirs[0]
+    copy = tmp_path / spec.data_dirs[0]
     shutil.copytree(original, copy, symlinks=True)
     for path in copy.rglob("*"):
         if path.is_file() and path.suffix in _TEXT_SUFFIXES:
@@ -326,12 +332,13 @@ def _copy_stand_in(stand_ins: Path, tmp_path: Path, name: str) -> tuple[TaskSpec
     import shutil
 
     spec = REGISTRY[name]
-    shutil.copytree(stand_ins / spec.data_dir, tmp_path / spec.data_dir, symlinks=True)
-    return spec, tmp_path / spec.data_dir
+    shutil.copytree(stand_ins / spec.data_dirs[0], tmp_path / spec.data_dirs[0], symlinks=True)
+    return spec, tmp_path / spec.data_dirs[0]
 
 
 def test_mmeb_and_docci_lines_are_read_by_bytes_and_named(stand_ins, tmp_path):
-    spec, folder = _copy_stand_in(stand_ins, tmp_path, "MMEB-CIRR")
+    spec = REGISTRY["MMEB-CIRR"]
+    folder = build_image_stand_in(spec, tmp_path / "flat", count=STAND_IN_COUNT, form="flattened")  # JSON lines
     path = folder / "CIRR.jsonl"
     records = [json.loads(line) for line in path.read_text().split("\n") if line]
     records[0]["qry_text"] += " \u2028 \x85"  # raw line separators inside a string: still one line
@@ -362,10 +369,10 @@ def test_mmeb_and_docci_lines_are_read_by_bytes_and_named(stand_ins, tmp_path):
 @pytest.mark.parametrize(
     ("name", "relative"),
     [
-        ("MSRVTT-1K-A-T2V", "MSRVTT_JSFUSION_test.csv"),
-        ("WebVid-CoVR", "webvid8m-covr_test.csv"),
-        ("Urban1K-T2I", "caption/0.txt"),
-        ("MSVD-T2V", "test_list.txt"),
+        ("MSRVTT-1K-A-T2V", "msrvtt_data/MSRVTT_JSFUSION_test.csv"),
+        ("WebVid-CoVR", "annotation/webvid-covr/webvid8m-covr_test.csv"),
+        ("Urban1K-T2I", "Urban1k/caption/0.txt"),  # Urban1k.zip unzipped in the data folder
+        ("MSVD-T2V", "msvd_data/test_list.txt"),
         ("Flickr30K-T2I", "dataset_flickr30k.json"),
     ],
 )

@@ -1,6 +1,6 @@
-"""Images and videos to pixel patches (REFERENCE.md section 4).
+"""Images and videos to pixel patches (docs/reference.md sections 6 and 7).
 
-Every expected value here comes from the rules in REFERENCE.md, through small oracles written in this file
+Every expected value here comes from the rules in docs/reference.md, through small oracles written in this file
 (``rule_smart_resize``, ``rule_patches``, ``rule_image``, ...) or by hand, never from the output of
 ``unite.data.media``. The oracles are deliberately written another way than the code under test: the patch
 order is built with explicit loops over patch indices, the normalisation in float64 straight from the formula,
@@ -53,7 +53,7 @@ ATOL = 1e-5  # float32 against float64; one grey level is 1/255/0.28 ~ 0.014
 
 
 def rule_smart_resize(h: int, w: int, lo: int, hi: int) -> tuple[int, int]:
-    """REFERENCE.md section 4, "smart resize", word for word."""
+    """docs/reference.md section 6, "smart resize", word for word."""
     if max(h, w) / min(h, w) > 200:
         raise ValueError("aspect ratio above 200")
     h_bar = max(FACTOR, FACTOR * round(h / FACTOR))
@@ -209,9 +209,9 @@ def long_frames(long_video) -> list[np.ndarray]:
         (14, 14, 1, 10**9, (28, 28)),
         # 37x301: 1.32 -> 1, 10.75 -> 11; 28*308 = 8624 within [3136, 12845056]
         (37, 301, *LOADER_IMAGE, (28, 308)),
-        # REFERENCE example stage 1: 252x308 = 77616 > 76800, beta = 1: floor(8.57) = 8, floor(11.43) = 11
+        # docs/reference.md section 7, stage 1: 252x308 = 77616 > 76800, beta = 1: floor(8.57) = 8, floor(11.43) = 11
         (240, 320, LOADER_VIDEO_MIN, 240 * 320, (224, 308)),
-        # REFERENCE example stage 2: 68992 < 200704, beta = 1.7056: ceil(13.64) = 14, ceil(18.76) = 19
+        # docs/reference.md section 7, stage 2: 68992 < 200704, beta = 1.7056: ceil(13.64) = 14, ceil(18.76) = 19
         (224, 308, *PROCESSOR, (392, 532)),
         # max branch: beta = sqrt(6e6 / 1003520) = 2.4452; 2000/beta/28 = 29.21, 3000/beta/28 = 43.82
         (2000, 3000, *PROCESSOR, (812, 1204)),
@@ -347,7 +347,8 @@ def test_image_pixels_odd_sizes(h, w, grid, media_dir):
 
 
 def test_two_stage_pixels_differ_from_one_resize():
-    """REFERENCE: a single resize gives the same sizes but different pixels; the loader must do both."""
+    """docs/reference.md section 6: a single resize gives the same sizes but different pixels; the loader must do
+    both."""
     image = make_image(33, 29, seed=9)
     visual = load_image(image, EncodingSettings())
     assert tuple(visual.grid_thw) == (1, 40, 28)  # 33x29 -> 84x56 -> 560x392
@@ -538,7 +539,8 @@ def test_video_stage1_is_torch_bicubic_not_pil(short_video):
 
 
 def test_reference_example_240x320(clip_240x320):
-    """REFERENCE: 240x320 at max_pixels 240*320 -> 224x308 -> 392x532, 266 visual tokens per pair of frames."""
+    """docs/reference.md section 7: 240x320 at max_pixels 240*320 -> 224x308 -> 392x532, 266 visual tokens per
+    pair of frames."""
     settings = EncodingSettings(video_frames=4, video_max_pixels=240 * 320)
     visual = load_video(str(clip_240x320), settings)
     assert tuple(visual.grid_thw) == (2, 392 // 14, 532 // 14)

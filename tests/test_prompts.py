@@ -1,4 +1,4 @@
-"""The prompt strings are pinned exactly (REFERENCE.md section 2)."""
+"""The prompt strings are pinned exactly (docs/reference.md section 3)."""
 
 from __future__ import annotations
 

@@ -14,6 +14,8 @@ from unite.errors import ConfigError
 __all__ = ["FORMATS", "mask_path", "write_embeddings"]
 
 FORMATS = (".npy", ".parquet")
+#: Row types written as they are (quantised embeddings); any other is written as float32.
+KEPT_DTYPES = (np.dtype(np.float16), np.dtype(np.int8), np.dtype(np.uint8))
 
 
 def mask_path(output: str | Path) -> Path:
@@ -28,28 +30,40 @@ def write_embeddings(
     ok: np.ndarray | None = None,
     ids: list[Any] | None = None,
     lines: list[int] | None = None,
+    precision: str | None = None,
 ) -> list[Path]:
-    """Write (N, D) float32 rows in input order; returns the files written.
+    """Write (N, D) rows in input order; returns the files written.
 
+    Rows are float32, or kept as they are when float16, int8 or uint8 (quantised embeddings, see
+    :mod:`unite.quantization`; binary / ubinary rows are (N, D / 8) packed bytes).
     ``.npy``: the rows, plus ``OUT.mask.npy`` (bool, True where embedded) when ``ok`` is given.
-    ``.parquet``: columns ``line``, ``id`` (when given), ``ok`` and ``embedding`` (null where not embedded).
+    ``.parquet``: columns ``line``, ``id`` (when given), ``ok`` and ``embedding`` (null where not embedded), a
+    fixed-size list of the rows' type (float32, float16, int8 or uint8); ``precision``, when given, is recorded
+    in the schema metadata as ``unite.precision``.
     Each file is written to a temporary name and renamed, so an interrupted run leaves no half-written file.
     """
     output = Path(output)
     if output.suffix not in FORMATS:
         raise ConfigError(f"{output}: output must end with {' or '.join(FORMATS)}")
     output.parent.mkdir(parents=True, exist_ok=True)
-    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+    embeddings = np.asarray(embeddings)
+    kept = embeddings.dtype in KEPT_DTYPES
+    embeddings = np.ascontiguousarray(embeddings, dtype=embeddings.dtype if kept else np.float32)
     if output.suffix == ".npy":
         written = [_atomic(output, lambda f: np.save(f, embeddings))]
         if ok is not None:
             written.append(_atomic(mask_path(output), lambda f: np.save(f, np.asarray(ok, dtype=bool))))
         return written
-    return [_atomic(output, lambda f: _write_parquet(f, embeddings, ok, ids, lines))]
+    return [_atomic(output, lambda f: _write_parquet(f, embeddings, ok, ids, lines, precision))]
 
 
 def _write_parquet(
-    handle: Any, embeddings: np.ndarray, ok: np.ndarray | None, ids: list[Any] | None, lines: list[int] | None
+    handle: Any,
+    embeddings: np.ndarray,
+    ok: np.ndarray | None,
+    ids: list[Any] | None,
+    lines: list[int] | None,
+    precision: str | None = None,
 ) -> None:
     try:
         import pyarrow as pa
@@ -58,7 +72,7 @@ def _write_parquet(
         raise ConfigError("writing .parquet needs pyarrow: pip install 'unite-embed[parquet]'") from None
     count, dim = embeddings.shape
     ok = np.ones(count, dtype=bool) if ok is None else np.asarray(ok, dtype=bool)
-    values = pa.array(embeddings.reshape(-1), type=pa.float32())
+    values = pa.array(embeddings.reshape(-1), type=pa.from_numpy_dtype(embeddings.dtype))
     vectors = pa.FixedSizeListArray.from_arrays(values, dim)
     vectors = pa.array([row if keep else None for row, keep in zip(vectors.to_pylist(), ok)], type=vectors.type)
     columns = {"line": pa.array(lines if lines is not None else range(1, count + 1), type=pa.int64())}
@@ -66,7 +80,10 @@ def _write_parquet(
         columns["id"] = pa.array([None if value is None else str(value) for value in ids], type=pa.string())
     columns["ok"] = pa.array(ok)
     columns["embedding"] = vectors
-    pq.write_table(pa.table(columns), handle)
+    table = pa.table(columns)
+    if precision is not None:
+        table = table.replace_schema_metadata({"unite.precision": precision})
+    pq.write_table(table, handle)
 
 
 def _atomic(path: Path, write: Any) -> Path:

@@ -1,6 +1,6 @@
 """Encoding settings: every number of the pixel pipeline and the prompt, written once.
 
-The defaults are those of the released UNITE checkpoints (REFERENCE.md sections 2 to 4). A checkpoint folder
+The defaults are those of the released UNITE checkpoints (docs/reference.md sections 3 to 8). A checkpoint folder
 saved by :meth:`unite.UniteEncoder.save_pretrained` records them in ``unite_config.json``.
 """
 

@@ -124,7 +124,7 @@ def tiny_config(tokenizer: Any, tie_word_embeddings: bool = True, seed_layers: i
     )
 
 
-#: The published Qwen2-VL-2B architecture (REFERENCE.md section 1), for real-size runs with random weights.
+#: The published Qwen2-VL-2B architecture (docs/reference.md section 1), for real-size runs with random weights.
 QWEN2_VL_2B = {
     "text": {
         "hidden_size": 1536,

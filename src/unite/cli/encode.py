@@ -16,6 +16,7 @@ from unite.data.jsonl import JsonlRecord, read_item_lines
 from unite.errors import ConfigError, UniteError
 from unite.models.encoder import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS_PER_BATCH, DEFAULT_NUM_WORKERS
 from unite.outputs import FORMATS, mask_path, write_embeddings
+from unite.quantization import Calibration, Precision, calibration_path, quantize_rows
 
 __all__ = ["add_parser", "run"]
 
@@ -37,8 +38,18 @@ first bad line with one message FILE:LINE: reason, writing nothing. --on-error s
 the rows of failed lines are zero, OUT.mask.npy (or the parquet column ok) marks the embedded rows, and every
 failed line is listed once in the errors file as {"line": N, "error": "..."}.
 
-example:
+--precision quantises the rows as sentence-transformers' quantize_embeddings does: float16 (a cast); int8 / uint8
+(N, D), 256 buckets per dimension between that dimension's min and max; binary (int8) / ubinary (uint8) (N, D/8),
+the bits of x > 0 packed with numpy.packbits. The int8 / uint8 ranges come from --calibration FILE (OUT.calibration.npz
+of an earlier run, or a .npy of calibration embeddings), else from this run's embedded rows (at least 2); they
+are written to OUT.calibration.npz (arrays min, max, precision) so later runs can reuse them. Rows of failed
+lines stay zero (binary: all bits zero). .parquet stores the quantised rows in the column embedding as lists of
+ints (int8 or uint8; binary / ubinary: the packed bytes), with the precision in the schema metadata.
+
+examples:
   unite encode items.jsonl --model friedrichor/Unite-Base-Qwen2-VL-2B --output vectors.npy --video-frames 16
+  unite encode corpus.jsonl --model ... --output corpus.npy --precision int8
+  unite encode queries.jsonl --model ... --output queries.npy --precision int8 --calibration corpus.calibration.npz
 """
 
 
@@ -75,6 +86,20 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     run_group.add_argument("--errors", type=Path, help="errors file for --on-error skip (default: OUT.errors.jsonl)")
     run_group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    stored = parser.add_argument_group("stored precision")
+    stored.add_argument(
+        "--precision",
+        choices=[precision.value for precision in Precision],
+        default=Precision.FLOAT32.value,
+        help="what the rows are stored as (default %(default)s)",
+    )
+    stored.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="FILE",
+        help="int8/uint8 ranges: OUT.calibration.npz (or .json) of an earlier run, or a .npy of calibration "
+        "embeddings (default: this run's embeddings)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -83,21 +108,31 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--output must end with {' or '.join(FORMATS)}, got {args.output}")
     if args.errors is not None and args.on_error == "raise":
         raise ConfigError("--errors only applies with --on-error skip")
+    precision = Precision.parse(args.precision)
+    if args.calibration is not None and not precision.uses_ranges:
+        raise ConfigError(f"--calibration only applies with --precision int8 or uint8, got {precision.value}")
+    calibration = Calibration.load(args.calibration) if args.calibration is not None else None
     records = read_item_lines(args.items)
     if args.on_error == "raise":
         bad = next((record for record in records if record.error is not None), None)
         if bad is not None:
             raise bad.error
     embeddings, ok, failures = _encode_lines(args, records)
+    rows, calibration = _quantize(embeddings, ok, precision, calibration, args.calibration)
     ids = [record.id for record in records]
     written = write_embeddings(
         args.output,
-        embeddings,
+        rows,
         ok=ok if args.on_error == "skip" else None,
         ids=ids if any(value is not None for value in ids) else None,
         lines=[record.line for record in records],
+        precision=precision.value,
     )
     summary = f"unite: encoded {int(ok.sum())} of {len(records)} items into {written[0]}"
+    if precision is not Precision.FLOAT32:
+        summary += f" as {precision.value}"
+    if calibration is not None:
+        summary += f" (ranges in {calibration.save(calibration_path(args.output))})"
     if args.on_error == "skip":
         errors_path = args.errors or args.output.with_name(args.output.stem + ".errors.jsonl")
         _write_atomically(
@@ -107,6 +142,22 @@ def run(args: argparse.Namespace) -> int:
         summary += f"; {len(failures)} failed, listed in {errors_path})"
     sys.stderr.write(summary + "\n")
     return 0
+
+
+def _quantize(
+    embeddings: np.ndarray, ok: np.ndarray, precision: Precision, calibration: Calibration | None, source: Path | None
+) -> tuple[np.ndarray, Calibration | None]:
+    """The rows in ``precision`` (failed rows zero) and the int8/uint8 ranges used (``source``: their file)."""
+    if calibration is not None and calibration.dim != embeddings.shape[1]:
+        raise ConfigError(
+            f"--calibration {source}: ranges for {calibration.dim} dimensions, the model gives {embeddings.shape[1]}"
+        )
+    if precision.uses_ranges and calibration is None and int(ok.sum()) == 1:
+        raise ConfigError(
+            f"--precision {precision.value}: ranges need at least 2 embedded lines, got 1; pass --calibration FILE "
+            "(OUT.calibration.npz of an earlier run, or a .npy of calibration embeddings)"
+        )
+    return quantize_rows(embeddings, ok, precision, calibration)
 
 
 def _encode_lines(args: argparse.Namespace, records: list[JsonlRecord]) -> tuple[np.ndarray, np.ndarray, list]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from unite.cli.options import add_model_options, encoder_from_args, setting_overrides
 from unite.errors import ConfigError
+from unite.evaluation.reports import DEFAULT_RANKINGS_DEPTH
 from unite.models.encoder import DEFAULT_BATCH_SIZE
 
 __all__ = ["add_parser", "run"]
@@ -26,9 +27,17 @@ Each task's encoding settings (e.g. 48 frames for MSR-VTT) apply unless a media 
 then the option wins and the result records the deviation. Embeddings are cached by content (item, weights,
 settings) under --cache-dir: a rerun encodes nothing and an interrupted run resumes.
 
+An item that cannot be read or encoded never ends a run: it is skipped and never cached (a rerun tries it again),
+a skipped candidate leaves the search, and a query that failed or lost every relevant candidate is not scored.
+The metrics are over the scored queries; each result lists what was skipped and why, summary.md and --compare
+show the counts. A missing media file stops the run before the model loads, unless the task spec says
+options: {missing_media: drop}. --save-rankings writes DIR/<task>.rankings.jsonl, from which every metric can be
+recomputed (docs/evaluation.md).
+
 examples:
   unite eval --model friedrichor/Unite-Base-Qwen2-VL-2B --task MSRVTT-1K-A-T2V --data-root /data --output-dir runs/2b
   unite eval --model ./ckpt --task my_task/task.yaml --output-dir runs/mine --limit 100
+  unite eval --model ./ckpt --task my_task/task.yaml --output-dir runs/mine --save-rankings --rankings-depth all
   unite eval --compare runs/2b/MSRVTT-1K-A-T2V.json runs/mine/MSRVTT-1K-A-T2V.json
   unite eval layout MSRVTT-1K-A-T2V
 """
@@ -71,7 +80,33 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     run_group.add_argument("--query-instruction", help="replace every task's query instruction")
     run_group.add_argument("--document-instruction", help="replace every task's candidate instruction")
     run_group.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    run_group.add_argument(
+        "--save-rankings",
+        action="store_true",
+        help="write DIR/<task>.rankings.jsonl: per scored query its ranked candidates with scores and its judgements",
+    )
+    run_group.add_argument(
+        "--rankings-depth",
+        type=_depth,
+        default=DEFAULT_RANKINGS_DEPTH,
+        metavar="N|all",
+        help="candidates kept per query in the rankings (default %(default)s; at least the largest metric cutoff, "
+        "always down to the first relevant one)",
+    )
     parser.set_defaults(run=run)
+
+
+def _depth(value: str) -> int | None:
+    """``--rankings-depth``: a positive count, or ``all``."""
+    if value == "all":
+        return None
+    try:
+        depth = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive count or 'all', got {value!r}") from None
+    if depth < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive count or 'all', got {value!r}")
+    return depth
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
         document_instruction=args.document_instruction,
         show_progress=not args.no_progress,
         revision=args.revision,
+        save_rankings=args.save_rankings,
+        rankings_depth=args.rankings_depth,
     )
     _join_torchrun(args)
     encoder = encoder_from_args(args)

@@ -27,8 +27,15 @@ An interrupted build keeps every committed batch and resumes when rerun. A rerun
 settings, backend, Qdrant URL and collection the index records; --model is needed only for a new index or when
 the model folder has moved (its weights must match the index's fingerprint).
 
+--vector-precision int8 or binary also stores quantised vectors for a first-stage search over rescore-factor x k
+candidates, ranked again with the float32 vectors (also stored): int8 by dot products of int8 codes (ranges per
+dimension from --calibration, else the min and max of the corpus, recorded at the end of the first build), binary by
+the Hamming distance of the sign bits. That is the LanceDB backend; Qdrant uses its own scalar (int8) or binary
+quantisation with rescoring on a server, and stores float32 only in embedded mode.
+
 examples:
   unite index build ~/photos --index photos.index --model friedrichor/Unite-Base-Qwen2-VL-2B
+  unite index build ~/photos --index photos-int8.index --model ... --vector-precision int8
   unite index build ~/photos --index photos.index --sync
   unite index build ~/videos --index videos.index --model ... --clip-seconds 10 --sync
   unite index build items.jsonl --index items.index --model ... --backend qdrant --qdrant-url http://host:6333
@@ -66,6 +73,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         type=int,
         help="rows from which LanceDB builds an approximate index (default 50000)",
     )
+    _add_precision_options(build.add_argument_group("quantised vectors (default for a rerun: what the index records)"))
     run_group = build.add_argument_group("run")
     run_group.add_argument("--sync", action="store_true", help="remove the entries of files that no longer exist")
     run_group.add_argument("--clip-seconds", type=float, help="cut videos longer than this into clips of this length")
@@ -107,6 +115,25 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     remove.set_defaults(run=run_remove)
 
 
+def _add_precision_options(group: argparse._ArgumentGroup) -> None:
+    from unite.index.quantized import DEFAULT_RESCORE_FACTORS, VECTOR_PRECISIONS
+
+    group.add_argument(
+        "--vector-precision", choices=VECTOR_PRECISIONS,
+        help="first-stage vectors: float32 (default for a new index), int8 or binary (float32 also kept, to rescore)",
+    )
+    group.add_argument(
+        "--rescore-factor", type=int, metavar="N",
+        help=f"first-stage candidates per result (default: int8 {DEFAULT_RESCORE_FACTORS['int8']}, binary "
+        f"{DEFAULT_RESCORE_FACTORS['binary']})",
+    )
+    group.add_argument(
+        "--calibration", type=Path, metavar="FILE",
+        help="int8 ranges: a .npz/.json from unite encode --precision int8, or a .npy of calibration embeddings "
+        "(default: the corpus's own min and max per dimension)",
+    )
+
+
 def run_build(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -116,8 +143,9 @@ def run_build(args: argparse.Namespace) -> int:
     _check_build_args(args)
     check_source(args.source)  # before anything is loaded or created
     existing = _existing_manifest(args.index)
+    calibration = _check_precision_args(args, existing)
     encoder = _load_encoder(args, existing)
-    manifest = _build_manifest(args, existing, encoder)
+    manifest = _build_manifest(args, existing, encoder, calibration)
     entries = scan_source(
         args.source, clip_seconds=args.clip_seconds, settings=encoder.settings, skip=args.index, on_error=args.on_error
     )
@@ -153,6 +181,20 @@ def _check_build_args(args: argparse.Namespace) -> None:
         raise ConfigError("--qdrant-url needs --backend qdrant")
 
 
+def _check_precision_args(args: argparse.Namespace, existing: Any) -> Any:
+    """The --calibration ranges (or None), after checking the precision flags agree with each other."""
+    from unite.quantization import Calibration
+
+    precision = args.vector_precision or (existing.vector_precision if existing else "float32")
+    if args.rescore_factor is not None and args.rescore_factor < 1:
+        raise ConfigError(f"--rescore-factor must be at least 1, got {args.rescore_factor}")
+    if args.rescore_factor is not None and precision == "float32":
+        raise ConfigError("--rescore-factor needs --vector-precision int8 or binary")
+    if args.calibration is not None and precision != "int8":
+        raise ConfigError(f"--calibration needs --vector-precision int8, got {precision}")
+    return Calibration.load(args.calibration) if args.calibration is not None else None
+
+
 def _existing_manifest(index: Path) -> Any:
     from unite.index import read_manifest
     from unite.index.store import MANIFEST_FILE
@@ -172,9 +214,15 @@ def _load_encoder(args: argparse.Namespace, existing: Any) -> Any:
     return encoder_from_args(args, EncodingSettings.from_dict(existing.settings) if existing else None)
 
 
-def _build_manifest(args: argparse.Namespace, existing: Any, encoder: Any) -> Any:
+def _build_manifest(args: argparse.Namespace, existing: Any, encoder: Any, calibration: Any = None) -> Any:
     """The manifest of this build: the arguments given, else what the index records, else the defaults."""
     from unite.index import DEFAULT_ANN_THRESHOLD, IndexManifest
+
+    if calibration is not None and calibration.dim != encoder.embedding_dim:
+        raise ConfigError(
+            f"--calibration {args.calibration}: ranges for {calibration.dim} dimensions, the model gives "
+            f"{encoder.embedding_dim}"
+        )
 
     backend = args.backend or (existing.backend if existing else "lancedb")
     same = existing is not None and existing.backend == backend
@@ -190,6 +238,9 @@ def _build_manifest(args: argparse.Namespace, existing: Any, encoder: Any) -> An
         url=url,
         collection=args.collection or (existing.collection if same else "unite"),
         model_fingerprint=getattr(encoder, "weights_fingerprint", None),
+        vector_precision=args.vector_precision or (existing.vector_precision if existing else "float32"),
+        calibration=calibration.to_dict() if calibration is not None else None,
+        rescore_factor=args.rescore_factor or (existing.rescore_factor if existing else None),
     )
 
 
@@ -201,6 +252,7 @@ def run_info(args: argparse.Namespace) -> int:
     info = {"index": str(args.index), "backend": manifest.backend, "model": manifest.model, "dim": manifest.dim}
     info.update({"items": store.count(), "url": manifest.url, "settings": manifest.settings})
     info.update({"model_fingerprint": manifest.model_fingerprint, "format": manifest.format})
+    info.update({"vector_precision": manifest.vector_precision, "rescore_factor": manifest.rescore_factor})
     store.close()
     sys.stdout.write(json.dumps(info, indent=2) + "\n")
     return 0
@@ -214,7 +266,8 @@ def run_stats(args: argparse.Namespace) -> int:
     stats = store.stats()
     store.close()
     info = {"index": str(args.index), "backend": manifest.backend, "url": manifest.url, "model": manifest.model}
-    info.update({"model_fingerprint": manifest.model_fingerprint, **stats})
+    info.update({"model_fingerprint": manifest.model_fingerprint, "vector_precision": manifest.vector_precision})
+    info.update(stats)
     if args.json:
         sys.stdout.write(json.dumps(info, indent=2) + "\n")
         return 0

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from unite import __version__
-from unite.cli import data, demo, encode, eval, index, search, serve, tools, train
+from unite.cli import data, demo, doctor, encode, eval, export, index, search, serve, tools, train
 from unite.errors import UniteError
 
 __all__ = ["build_parser", "main"]
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"unite-embed {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (encode, demo, index, search, serve, tools, eval, train, data):
+    for module in (encode, demo, index, search, serve, tools, eval, train, data, doctor, export):
         module.add_parser(commands)
     return parser
 

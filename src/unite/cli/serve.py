@@ -28,6 +28,10 @@ size; beyond a limit the answer is 413 with a JSON error naming it. When too man
 answer is 503 with Retry-After. A build or sync of the index while the server runs is served within
 --refresh-seconds.
 
+/v1/embeddings also answers quantised embeddings (encoding_format int8, uint8, binary or ubinary, or a list
+embedding_types); int8/uint8 use the ranges of --calibration, else those of an int8 index, else [-1, 1] per
+dimension, and the answer's quantization.ranges says which.
+
 examples:
   unite serve --index photos.index
   UNITE_API_KEY=secret unite serve --index photos.index --host 0.0.0.0 --allowed-host photos.example.org \\
@@ -54,6 +58,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=8000, help="default %(default)s")
     parser.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default: cuda, else mps, else cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: bf16 on GPU, else fp32")
+    parser.add_argument(
+        "--calibration", type=Path, metavar="FILE",
+        help="int8/uint8 ranges for /v1/embeddings: OUT.calibration.npz (or .json) from unite encode, or a .npy of "
+        "calibration embeddings (default: the index's ranges when it stores int8 vectors, else [-1, 1] per dimension)",
+    )
     _add_safety(parser.add_argument_group("safety"), defaults)
     _add_limits(parser.add_argument_group("work budget per request"), defaults)
     perf = parser.add_argument_group("batching and freshness")
@@ -151,6 +160,16 @@ def _bind_host(host: str) -> tuple[str, ...]:
     return () if address.is_unspecified else (str(address),)
 
 
+def _calibration(path: Path | None, manifest: Any) -> Any:
+    """The int8/uint8 ranges of /v1/embeddings: ``--calibration``, else the index's, else ``None`` ([-1, 1])."""
+    from unite.quantization import Calibration
+
+    if path is not None:
+        return Calibration.load(path)
+    recorded = getattr(manifest, "calibration", None)
+    return Calibration.from_dict(recorded, "index manifest: calibration") if recorded else None
+
+
 def exposure_warning(host: str, api_key: str | None, allowed_hosts: list[str]) -> str | None:
     """The warning printed when the server listens beyond this machine without a key, or for any Host."""
     warnings = []
@@ -176,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
     from unite.cli.search import encoder_for_index
     from unite.index import open_store, read_manifest
     from unite.server import create_app
+    from unite.server.embeddings import set_calibration
 
     api_key = None
     if args.api_key_env:
@@ -184,11 +204,18 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--api-key-env {args.api_key_env}: that environment variable is empty or unset")
     config = server_config(args, api_key)
     manifest = read_manifest(args.index)
+    calibration = _calibration(args.calibration, manifest)
     encoder = encoder_for_index(
         manifest, model=args.model, device=args.device, dtype=args.dtype, allow_remote=args.allow_urls or None
     )
+    if calibration is not None and calibration.dim != encoder.embedding_dim:
+        raise ConfigError(
+            f"--calibration {args.calibration}: ranges for {calibration.dim} dimensions, the model gives "
+            f"{encoder.embedding_dim}"
+        )
     store = open_store(args.index, api_key=os.environ.get("QDRANT_API_KEY"))
     app = create_app(store, encoder, config)  # clients see the model folder name, never a server path
+    set_calibration(app, calibration)
     warning = exposure_warning(args.host, api_key, args.allowed_host)
     if warning:
         sys.stderr.write(f"unite: warning: {warning}\n")

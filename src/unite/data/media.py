@@ -3,7 +3,7 @@
 Stage 1 is what the qwen-vl-utils loader did (open, convert to RGB, smart resize, resize); stage 2 is what the
 transformers 4.47.1 Qwen2-VL processor did (smart resize again with the UNITE bounds, PIL bicubic, rescale,
 CLIP normalisation, 14x14 patches with a temporal patch of 2). Both stages are reproduced here on purpose
-(REFERENCE.md section 4): current transformers ships a different video processor with other defaults, and a
+(docs/reference.md sections 6 and 7): current transformers ships a different video processor with other defaults, and a
 single resize gives the same sizes but different pixels.
 """
 
@@ -85,7 +85,7 @@ def smart_resize(
     """The backbone's resize rule: sides in multiples of ``factor``, area within [min_pixels, max_pixels].
 
     Returns:
-        (height, width) after rounding, as REFERENCE.md section 4 defines it.
+        (height, width) after rounding, as docs/reference.md section 6 defines it.
     """
     if height <= 0 or width <= 0:
         raise MediaError(f"image has an empty side ({height}x{width})")
@@ -300,7 +300,7 @@ class VideoInfo:
 
 
 def video_frame_count(info: VideoInfo, settings: EncodingSettings) -> int:
-    """How many frames to sample from a video file: n of REFERENCE.md section 4, even and at least 2.
+    """How many frames to sample from a video file: n of docs/reference.md section 7, even and at least 2.
 
     With a fixed count, n is that count rounded to even; with a rate, n = T / video_fps * fps clamped to
     [min_frames rounded up to even, max_frames rounded down to even], then rounded to even. n may exceed the

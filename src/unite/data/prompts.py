@@ -1,4 +1,4 @@
-"""The one place where prompt strings are built (REFERENCE.md section 2)."""
+"""The one place where prompt strings are built (docs/reference.md section 3)."""
 
 from __future__ import annotations
 

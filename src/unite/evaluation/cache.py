@@ -5,6 +5,9 @@ Layout: ``CACHE/<namespace>/shard-*.npz``, each shard holding ``keys`` (hex dige
 every encoding setting, so a changed setting never reuses stale vectors. Shards are written atomically after
 every chunk of items, so an interrupted run keeps what it finished and the next run resumes from there.
 Shards written by several ranks (``torchrun``) live side by side.
+
+Items that cannot be encoded are never cached (a rerun tries them again). Each rank lists its failures of a task in
+``failures-<task>-rank<r>.json`` beside the shards, so that rank 0 can report them.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 import torch
 
 from unite.settings import EncodingSettings
-from unite.types import Item
+from unite.types import Item, VideoClip
 
 __all__ = ["EmbeddingCache", "checkpoint_fingerprint", "item_key", "namespace_key"]
 
@@ -45,6 +48,8 @@ def file_digest(path: str | Path) -> str:
 
 
 def _source_digest(source: Any) -> Any:
+    if isinstance(source, VideoClip):  # the file's bytes and the time range taken from it
+        return {"clip": _source_digest(source.path), "start": float(source.start), "end": float(source.end)}
     if isinstance(source, (list, tuple)):
         return [_source_digest(frame) for frame in source]
     if isinstance(source, (str, Path)):
@@ -150,6 +155,29 @@ class EmbeddingCache:
         with temporary.open("wb") as handle:
             np.savez(handle, keys=np.asarray(keys), embeddings=embeddings)
         temporary.replace(path)
+
+    def write_failures(self, task: str, rank: int, failures: dict[str, str]) -> None:
+        """Record ``failures`` (item key -> reason) of ``task`` on ``rank``, replacing that rank's earlier list."""
+        if self.folder is not None:
+            _atomic_write(self.folder / f"{_FAILURES}{task}-rank{rank}.json", json.dumps(failures).encode())
+
+    def read_failures(self, task: str, world_size: int) -> dict[str, str]:
+        """The failures ranks ``0 .. world_size - 1`` recorded for ``task`` (item key -> reason); a missing or
+        unreadable list counts as empty."""
+        failures: dict[str, str] = {}
+        if self.folder is None:
+            return failures
+        for rank in range(world_size):
+            try:
+                data = json.loads((self.folder / f"{_FAILURES}{task}-rank{rank}.json").read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            if isinstance(data, dict):
+                failures.update({str(key): str(reason) for key, reason in data.items()})
+        return failures
+
+
+_FAILURES = "failures-"
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -7,10 +7,10 @@ for and the trees that downloads produce (``msrvtt_data/MSRVTT_JSFUSION_test.csv
 A path may pass through a zip archive, as datasets that ship their media zipped are read: in
 ``videos.zip/videos`` (or a bare ``videos.zip`` for a folder role) the archive is extracted once, with a progress
 bar, into a cache folder (``$UNITE_EXTRACT_DIR``, default ``~/.cache/unite/extracted``), keyed by the archive's
-real path, size and modification time; the rest of the path is looked up inside it. Extraction is atomic (into a
-temporary folder, renamed when complete), refuses members that would land outside its folder, and checks the
-free disk space first. When nothing matches, the error lists every path tried and points at
-``unite eval layout TASK``.
+real path, size, modification time and member list (names, CRCs, sizes); the rest of the path is looked up inside
+it. Extraction is atomic (into a temporary folder, renamed when complete; a folder another process completed
+first is kept), refuses members that would land outside its folder, and checks the free disk space first.
+When nothing matches, the error lists every path tried and points at ``unite eval layout TASK``.
 """
 
 from __future__ import annotations
@@ -112,37 +112,69 @@ def extract_dir() -> Path:
 def extract_zip(archive: str | Path, into: str | Path | None = None) -> Path:
     """Extract ``archive`` once (later calls return at once) and return the folder holding its contents.
 
+    The folder is named after the archive's identity: its real path, size, modification time and the name, CRC
+    and size of every member, so a changed archive is extracted anew. Members are extracted into a temporary
+    folder renamed into place when complete; a folder without the completion marker is never used, and one that
+    another process completed meanwhile is kept (it may be in use).
+
     Raises:
         InputError: the archive is not a readable zip, a member would land outside the folder, or the disk
             lacks room for it.
     """
     archive = Path(archive)
-    status = archive.stat()
-    key = hashlib.sha256(f"{archive.resolve()}|{status.st_size}|{status.st_mtime_ns}".encode()).hexdigest()[:16]
-    target = Path(into) if into is not None else extract_dir() / f"{archive.stem}-{key}"
-    if (target / _DONE).is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
         with zipfile.ZipFile(archive) as bundle:
             members = bundle.infolist()
+            target = Path(into) if into is not None else extract_dir() / f"{archive.stem}-{_identity(archive, members)}"
+            if (target / _DONE).is_file():
+                return target
+            target.parent.mkdir(parents=True, exist_ok=True)
             _check_members(archive, members, target.parent)
-            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-            try:
-                with tqdm(total=sum(m.file_size for m in members), unit="B", unit_scale=True,
-                          desc=f"extracting {archive.name}") as bar:
-                    for member in members:
-                        bundle.extract(member, staging)
-                        bar.update(member.file_size)
-                (staging / _DONE).write_text(str(archive.resolve()) + "\n")
-                if target.exists():  # an unfinished earlier extraction
-                    shutil.rmtree(target)
-                staging.replace(target)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
+            staging = _extract_into_staging(bundle, archive, members, target)
     except (zipfile.BadZipFile, zipfile.LargeZipFile) as error:
         raise InputError(f"{archive}: not a readable zip archive ({error})") from None
+    return _publish(staging, target)
+
+
+def _identity(archive: Path, members: list[zipfile.ZipInfo]) -> str:
+    """16 hex digits naming the archive's path, size, modification time and members (names, CRCs, sizes)."""
+    status = archive.stat()
+    digest = hashlib.sha256(f"{archive.resolve()}|{status.st_size}|{status.st_mtime_ns}".encode())
+    for member in members:
+        digest.update(f"|{member.filename}|{member.CRC}|{member.file_size}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _extract_into_staging(
+    bundle: zipfile.ZipFile, archive: Path, members: list[zipfile.ZipInfo], target: Path
+) -> Path:
+    """Every member into a new hidden folder beside ``target``, marked complete last; removed on any failure."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        total = sum(member.file_size for member in members)
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"extracting {archive.name}") as bar:
+            for member in members:
+                bundle.extract(member, staging)
+                bar.update(member.file_size)
+        (staging / _DONE).write_text(str(archive.resolve()) + "\n")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging
+
+
+def _publish(staging: Path, target: Path) -> Path:
+    """Rename the complete ``staging`` folder to ``target``, unless another process completed ``target`` first."""
+    if not (target / _DONE).is_file() and target.exists():
+        shutil.rmtree(target)  # left by an extraction that never finished
+    try:
+        staging.replace(target)
+    except OSError:
+        if not (target / _DONE).is_file():
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    if staging.exists():  # another process completed target first: keep its folder, it may be in use
+        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 

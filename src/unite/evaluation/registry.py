@@ -1,8 +1,8 @@
 """The benchmarks the UNITE paper reports, as :class:`TaskSpec` data, with the paper's numbers.
 
-Numbers and protocols: REFERENCE.md section 6 (frame counts: section 4). Data cannot be bundled; each spec's
-``source`` says where the public files come from, and ``data_dir`` / ``files`` where they go under the data
-root (``--data-root`` or ``UNITE_EVAL_DATA``). Paper values are percentages of the main metric.
+Numbers and protocols: docs/reference.md section 10 (frame counts: docs/reference.md section 8). Data cannot be
+bundled; each spec's ``source`` says where the public files come from, and ``data_dir`` / ``files`` where they go
+under the data root (``--data-root`` or ``UNITE_EVAL_DATA``). Paper values are percentages of the main metric.
 """
 
 from __future__ import annotations
@@ -13,18 +13,57 @@ from unite.evaluation.tasks import Direction, Layout, TaskSpec
 
 __all__ = ["GROUPS", "MMEB_AGGREGATES", "REGISTRY", "get_task", "resolve_task_names"]
 
-#: Frame counts the paper evaluated with (REFERENCE.md section 4).
+#: Frame counts the paper evaluated with (docs/reference.md section 8).
 MSRVTT_MSVD_DIDEMO_FRAMES = 48
 CAREBENCH_FRAMES = 32
 WEBVID_COVR_FRAMES = 16
+#: DiDeMo videos are cut to their first 30 seconds (CaReBench's trim30; its annotations cover 30 s).
+DIDEMO_TRIM_SECONDS = 30
 
 # ------------------------------------------------------------------------------------------------------ MMEB
 
 MMEB_SOURCE = (
-    "Hugging Face dataset TIGER-Lab/MMEB-eval: put each subset's test file at MMEB-eval/<subset>/"
-    "test-00000-of-00001.parquet (or a .jsonl export at MMEB-eval/<subset>.jsonl) and unzip the images to "
-    "MMEB-eval/eval_images/ so that qry_img_path and tgt_img_path resolve against it."
+    "MMEB-eval (VLM2Vec v1; instructions inside qry_text / tgt_text): `huggingface-cli download TIGER-Lab/MMEB-eval "
+    "--repo-type dataset --local-dir DATA_ROOT/MMEB-eval` gives <subset>/test-00000-of-00001.parquet for each of "
+    "the 36 subsets and images.zip; unzip it as VLM2Vec's README does (`unzip images.zip -d eval_images/`) or leave "
+    "it zipped (extracted once on first use). qry_img_path and tgt_img_path resolve against eval_images/. "
+    "MMEB-V2 (instructions in qry_inst / tgt_inst, used when present): the annotations VLM2Vec's V2 evaluation "
+    "loads, `huggingface-cli download ziyjiang/MMEB_Test_Instruct --repo-type dataset --local-dir "
+    "DATA_ROOT/MMEB-V2/MMEB_Test_Instruct`, and the images `huggingface-cli download TIGER-Lab/MMEB-V2 "
+    "image-tasks/mmeb_v1.tar.gz --repo-type dataset --local-dir DATA_ROOT/MMEB-V2`, untarred in image-tasks/ "
+    "(`tar -xzf mmeb_v1.tar.gz` gives MMEB/<subset>/...; VLM2Vec's download_data.sh then moves MMEB/* up one "
+    "level: both work). When DATA_ROOT/MMEB-eval exists it is used first."
 )
+#: Data folders of MMEB tasks, tried in order: the v1 download, the MMEB-V2 download, the V2 annotations alone.
+MMEB_DATA_DIRS = ("MMEB-eval", "MMEB-V2", "MMEB_Test_Instruct")
+#: Folders qry_img_path / tgt_img_path resolve against, tried in order; the first holding a subset's first image
+#: is used: images.zip unzipped as VLM2Vec's README says, or still zipped (and its tree with a top images/ folder
+#: too), MMEB-V2's mmeb_v1.tar.gz untarred (MMEB/) or moved up as its download_data.sh does, beside or above.
+MMEB_IMAGE_ROOTS = (
+    "eval_images",
+    "eval_images/images",
+    "images.zip",
+    "images.zip/images",
+    "image-tasks/MMEB",
+    "image-tasks",
+    "../MMEB-V2/image-tasks/MMEB",
+    "../MMEB-V2/image-tasks",
+    "MMEB",
+)
+
+
+def _mmeb_files(subset: str) -> dict[str, tuple[str, ...]]:
+    """Where a subset's test file lies: the Hub path (any shard count), the Hub's parquet-converter path, the
+    MMEB-V2 annotations inside or beside MMEB-V2/, and JSON lines exports (the flattened layout)."""
+    annotations = (
+        f"{subset}/test-*.parquet",
+        f"{subset}/test/*.parquet",
+        f"MMEB_Test_Instruct/{subset}/test-*.parquet",
+        f"../MMEB_Test_Instruct/{subset}/test-*.parquet",
+        f"{subset}.jsonl",
+        f"{subset}/test.jsonl",
+    )
+    return {"annotations": annotations, "images": MMEB_IMAGE_ROOTS}
 #: meta-task -> ((dataset, in-distribution), ...): 36 datasets, 20 in-distribution and 16 out-of-distribution.
 MMEB_DATASETS: dict[str, tuple[tuple[str, bool], ...]] = {
     "Classification": (
@@ -110,16 +149,18 @@ def _mmeb_specs() -> list[TaskSpec]:
                     name=f"MMEB-{dataset}",
                     layout=Layout.MMEB,
                     direction=Direction.ANY,
-                    data_dir="MMEB-eval",
+                    data_dir=MMEB_DATA_DIRS,
+                    files=_mmeb_files(dataset),
                     main_metric="precision@1",
                     metrics=("precision@1", *DEFAULT_METRICS),
-                    options={"subset": dataset, "image_root": "eval_images"},
+                    options={"subset": dataset},
                     group=f"MMEB/{meta_task}",
                     tags=("mmeb", "ind" if in_distribution else "ood", meta_task.lower()),
                     source=MMEB_SOURCE,
                     description=(
                         f"MMEB {meta_task}, {dataset}: {MMEB_QUERIES} queries, each ranked against its own "
-                        f"{candidates} candidates (the positive first in the file); precision@1."
+                        f"{candidates} candidates (the positive first in the file); precision@1. MMEB-V2 files: "
+                        "qry_inst is each query's instruction, tgt_inst that of image candidates."
                     ),
                 )
             )
@@ -138,17 +179,46 @@ _FINE_GRAINED_PAPER = {
     "DOCCI": {"t2i": (81.4, 87.2), "i2t": (72.3, 85.8)},
 }
 
+# Video benchmarks: ``data_dir`` and each ``files`` role list the paths a download plus a plain unzip / untar
+# produce first, then the flattened layout earlier docs asked for (docs/reference.md section 10; docs/evaluation.md,
+# "Video benchmarks: protocols", cites the reference code of each rule).
+
+# Image benchmarks: ``data_dir`` and each ``files`` role list the paths the official downloads give (as they ship,
+# zips included, and after a plain unzip), then the flattened layout earlier docs asked for; docs/evaluation.md,
+# "Image benchmarks: protocols", cites the reference code of each rule.
+
+SHAREGPT4V_FILE = "share-captioner_coco_lcs_sam_1246k_1107.json"
+KARPATHY_ZIP = "caption_datasets.zip (https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip)"
+#: Captions kept per image in Flickr30K and MSCOCO (the first ones in file order), as the common protocol does.
+KARPATHY_CAPTIONS_PER_IMAGE = 5
+
+
+def _karpathy_annotations(name: str) -> tuple[str, ...]:
+    """``name`` from caption_datasets.zip: unzipped flat (here, in caption_datasets/, or one level up) or zipped."""
+    return tuple(
+        f"{up}{folder}{name}" for up in ("", "../") for folder in ("", "caption_datasets/", "caption_datasets.zip/")
+    )
+
+
 _CAREBENCH_SOURCE = (
-    "Hugging Face dataset MCG-NJU/CaReBench: json/metadata.json (records with 'video' and the general, spatial "
-    "and temporal captions) and videos/ under CaReBench/; check options.caption_key against the download."
+    "Hugging Face dataset MCG-NJU/CaReBench, downloaded with its folders into DATA_ROOT/CaReBench/ (e.g. "
+    "`huggingface-cli download MCG-NJU/CaReBench --repo-type dataset --local-dir DATA_ROOT/CaReBench`): "
+    "json/metadata.json (1000 records: video, caption, spatial_caption, temporal_caption, category, subcategory) "
+    "and videos/videos.zip (the 1000 mp4 files, about 3.9 GB), which is extracted once on first use. General, "
+    "Spatial and Temporal read caption, spatial_caption and temporal_caption; 32 frames per video."
 )
+_CAREBENCH_FILES = {
+    "annotations": ("json/metadata.json", "metadata.json"),
+    "media": ("videos/videos.zip", "videos.zip", "videos"),
+}
 _PAIR_BENCHMARKS: list[dict] = [
     *(
         {
             "name": f"CaReBench-{aspect}",
             "layout": Layout.CAREBENCH,
-            "data_dir": "CaReBench",
+            "data_dir": ("CaReBench", "carebench"),
             "media": "video",
+            "files": _CAREBENCH_FILES,
             "options": {"caption_key": key},
             "settings": {"video_frames": CAREBENCH_FRAMES},
             "group": "Fine-grained video",
@@ -159,85 +229,174 @@ _PAIR_BENCHMARKS: list[dict] = [
     {
         "name": "ShareGPT4V-1K",
         "layout": Layout.SHAREGPT4V,
-        "data_dir": "ShareGPT4V",
+        "data_dir": ("ShareGPT4V", "sharegpt4v"),
         "media": "image",
-        "options": {"count": 1000},
+        "files": {
+            "annotations": tuple(
+                f"{where}{SHAREGPT4V_FILE}" for where in ("", "sharegpt4v/", "data/", "data/sharegpt4v/")
+            ),
+            "media": ("", "data", ".."),
+        },
+        "options": {"count": 1000, "caption_rule": "newlines_to_spaces"},
         "group": "Fine-grained image",
-        "source": "ShareGPT4V share-captioner_coco_lcs_sam_1246k_1107.json (the first 1000 records, as Long-CLIP "
-        "evaluates) with its images under ShareGPT4V/ as the records' 'image' paths name them.",
+        "source": "ShareGPT4V-1K as Long-CLIP evaluates it (train/sharegpt4v.py, share4v_val_dataset): the first "
+        f"1000 records of {SHAREGPT4V_FILE} (Hugging Face Lin-Chen/ShareGPT4V: `huggingface-cli download "
+        f"Lin-Chen/ShareGPT4V {SHAREGPT4V_FILE} --repo-type dataset --local-dir DATA_ROOT/ShareGPT4V`), each caption "
+        "the record's gpt turn with line breaks as spaces, each image the path its 'image' field names "
+        "(coco/train2017/..., llava/llava_pretrain/images/..., sam/images/...) under the ShareGPT4V data folder as "
+        "ShareGPT4V's docs/Data.md lays it out: DATA_ROOT/ShareGPT4V/ itself, or its data/ (the JSON may also lie "
+        "in data/ or data/sharegpt4v/).",
     },
     {
         "name": "Urban1K",
         "layout": Layout.CAPTION_FOLDER,
-        "data_dir": "Urban1k",
+        "data_dir": ("Urban1k", "Urban1K", "."),
         "media": "image",
+        "files": {
+            "captions": ("caption", "Urban1k/caption", "Urban1k.zip/Urban1k/caption"),
+            "media": ("image", "Urban1k/image", "Urban1k.zip/Urban1k/image"),
+        },
+        "options": {"caption_rule": "first_line"},
         "group": "Fine-grained image",
-        "source": "Urban1k from Long-CLIP (Hugging Face BeichenZhang/Urban1k): Urban1k/image/*.jpg and "
-        "Urban1k/caption/*.txt with the same names.",
+        "source": "Urban1k from Long-CLIP: Urban1k.zip of Hugging Face BeichenZhang/Urban1k (`huggingface-cli "
+        "download BeichenZhang/Urban1k Urban1k.zip --repo-type dataset --local-dir DATA_ROOT`), unzipped where it "
+        "lies (`unzip Urban1k.zip` gives Urban1k/image/<name>.jpg and Urban1k/caption/<name>.txt, 1000 each) or "
+        "left zipped (extracted once on first use); DATA_ROOT/Urban1k/Urban1k.zip and its unzipped tree work too. "
+        "Each caption is the first line of its file, as Long-CLIP's eval/retrieval/Urban1k.py reads it.",
     },
     {
         "name": "DOCCI",
         "layout": Layout.DOCCI,
-        "data_dir": "DOCCI",
+        "data_dir": ("DOCCI", "docci", "."),
         "media": "image",
-        "options": {"split": "test"},
+        "files": {
+            "annotations": ("docci_descriptions.jsonlines",),
+            "media": ("images", "docci_images/images", "docci_images"),
+        },
+        "options": {"split": "test", "caption_rule": "whole"},
         "group": "Fine-grained image",
-        "source": "DOCCI (google/docci): docci_descriptions.jsonlines and images/ under DOCCI/; the test split.",
+        "source": "DOCCI (https://google.github.io/docci/#downloads) in DATA_ROOT/DOCCI/: "
+        "docci_descriptions.jsonlines (https://storage.googleapis.com/docci/data/docci_descriptions.jsonlines) and "
+        "docci_images.tar.gz (https://storage.googleapis.com/docci/data/docci_images.tar.gz, 7.1 GB) untarred "
+        "beside it (`tar -xzf docci_images.tar.gz` gives images/<image_file>): the 5000 records of split test, "
+        "each image with its whole description.",
     },
     {
         "name": "Flickr30K",
         "layout": Layout.KARPATHY,
-        "data_dir": "flickr30k",
+        "data_dir": ("flickr30k", "Flickr30k", "Flickr30K", "."),
         "media": "image",
-        "files": {"annotations": "dataset_flickr30k.json", "media": "flickr30k-images"},
-        "options": {"split": "test"},
+        "files": {
+            "annotations": _karpathy_annotations("dataset_flickr30k.json"),
+            "media": (
+                "flickr30k-images",
+                "flickr30k-images.zip/flickr30k-images",
+                "flickr30k-images.zip",
+                "flickr30k-images/flickr30k-images",
+                "flickr30k_images/flickr30k_images",
+                "flickr30k_images",
+                "images",
+                "",
+            ),
+        },
+        "options": {"split": "test", "captions_per_item": KARPATHY_CAPTIONS_PER_IMAGE},
         "group": "Coarse image",
-        "source": "Karpathy split dataset_flickr30k.json and flickr30k-images/ under flickr30k/ (1000 test images, "
-        "5 captions each).",
+        "source": f"Karpathy's split: dataset_flickr30k.json from {KARPATHY_ZIP} and the Flickr30k images "
+        "(flickr30k-images/ of the official flickr30k-images.tar.gz, or Hugging Face nlphuji/flickr30k's "
+        "flickr30k-images.zip, read zipped or unzipped), in DATA_ROOT/flickr30k/ (caption_datasets.zip or its JSON "
+        "files may also lie in DATA_ROOT or DATA_ROOT/caption_datasets/): the 1000 test images with the first 5 "
+        "sentences of each (5000 text queries).",
     },
     {
         "name": "MSCOCO-5K",
         "layout": Layout.KARPATHY,
-        "data_dir": "coco",
+        "data_dir": ("coco", "COCO", "mscoco", "MSCOCO", "."),
         "media": "image",
-        "files": {"annotations": "dataset_coco.json", "media": ""},
-        "options": {"split": "test"},
+        "files": {
+            "annotations": _karpathy_annotations("dataset_coco.json"),
+            "media": ("", "images", "val2014.zip", "images/val2014.zip"),
+        },
+        "options": {"split": "test", "captions_per_item": KARPATHY_CAPTIONS_PER_IMAGE},
         "group": "Coarse image",
-        "source": "Karpathy split dataset_coco.json under coco/, images at coco/<filepath>/<filename> "
-        "(val2014/; 5000 test images, 5 captions each).",
+        "source": f"Karpathy's split: dataset_coco.json from {KARPATHY_ZIP} and COCO's val2014.zip "
+        "(http://images.cocodataset.org/zips/val2014.zip; unzipped it gives val2014/, the records' 'filepath'), "
+        "read zipped or unzipped, in DATA_ROOT/coco/ (images/val2014/ is found too; caption_datasets.zip or its "
+        "JSON files may also lie in DATA_ROOT or DATA_ROOT/caption_datasets/): the 5000 test images with the "
+        "first 5 sentences of each in file order (25,000 text queries; some images have 6 or 7).",
     },
     {
         "name": "MSRVTT-1K-A",
         "layout": Layout.MSRVTT,
-        "data_dir": "msrvtt",
+        "data_dir": ("msrvtt", "."),
         "media": "video",
-        "files": {"annotations": "MSRVTT_JSFUSION_test.csv", "media": "videos"},
+        "files": {
+            "annotations": (
+                "msrvtt_data/MSRVTT_JSFUSION_test.csv",
+                "MSRVTT/msrvtt_data/MSRVTT_JSFUSION_test.csv",
+                "MSRVTT_JSFUSION_test.csv",
+                "msrvtt_data.zip/msrvtt_data/MSRVTT_JSFUSION_test.csv",
+            ),
+            "media": ("MSRVTT/videos/all", "videos/all", "videos", "MSRVTT_Videos", "MSRVTT.zip/MSRVTT/videos/all"),
+        },
+        "options": {"v2t": "max_over_captions"},
         "settings": {"video_frames": MSRVTT_MSVD_DIDEMO_FRAMES},
         "group": "Coarse video",
-        "source": "MSR-VTT 1k-A (JSFusion split as CLIP4Clip ships it): MSRVTT_JSFUSION_test.csv and "
-        "videos/<video_id>.mp4 under msrvtt/.",
+        "source": "MSR-VTT 1k-A, the JSFusion test split: CLIP4Clip's msrvtt_data.zip "
+        "(https://github.com/ArrowLuo/CLIP4Clip/releases/download/v0.0/msrvtt_data.zip) and Frozen-in-Time's "
+        "MSRVTT.zip (https://www.robots.ox.ac.uk/~maxbain/frozen-in-time/data/MSRVTT.zip), both unzipped in "
+        "DATA_ROOT/msrvtt/ (or in DATA_ROOT itself): msrvtt_data/MSRVTT_JSFUSION_test.csv (1000 sentences, one "
+        "per video) and MSRVTT/videos/all/<video_id>.mp4 (a zip left unzipped is extracted once on first use). 48 "
+        "frames per video.",
     },
     {
         "name": "MSVD",
         "layout": Layout.MSVD,
-        "data_dir": "msvd",
+        "data_dir": ("msvd", "MSVD"),
         "media": "video",
-        "files": {"split": "test_list.txt", "annotations": "raw-captions.pkl", "media": "YouTubeClips"},
+        "files": {
+            "split": ("msvd_data/test_list.txt", "test_list.txt", "msvd_data.zip/msvd_data/test_list.txt"),
+            "annotations": (
+                "msvd_data/raw-captions.pkl",
+                "raw-captions.pkl",
+                "msvd_data.zip/msvd_data/raw-captions.pkl",
+            ),
+            "media": ("YouTubeClips", "MSVD_Videos", "videos"),
+        },
+        "options": {"v2t": "max_over_captions"},
         "settings": {"video_frames": MSRVTT_MSVD_DIDEMO_FRAMES},
         "group": "Coarse video",
-        "source": "MSVD as CLIP4Clip ships it: test_list.txt, raw-captions.pkl and YouTubeClips/<id>.avi under "
-        "msvd/ (670 test videos, all their captions).",
+        "source": "MSVD as CLIP4Clip evaluates it: CLIP4Clip's msvd_data.zip "
+        "(https://github.com/ArrowLuo/CLIP4Clip/releases/download/v0.0/msvd_data.zip) unzipped and the raw "
+        "videos YouTubeClips.tar (https://www.cs.utexas.edu/users/ml/clamp/videoDescription/) untarred, both in "
+        "DATA_ROOT/msvd/: msvd_data/test_list.txt (670 videos), msvd_data/raw-captions.pkl (all their captions) "
+        "and YouTubeClips/<id>.avi. V2T ranks videos, each by the best of its captions. 48 frames per video.",
     },
     {
         "name": "DiDeMo",
         "layout": Layout.DIDEMO,
-        "data_dir": "didemo",
+        "data_dir": ("didemo", "DiDeMo", "LocalizingMoments"),
         "media": "video",
-        "files": {"annotations": "test_data.json", "media": "videos"},
+        "files": {
+            "annotations": (
+                "test_data.json",
+                "data/test_data.json",
+                "didemo_ret_test.json",
+                "anno_downstream/didemo_ret_test.json",
+            ),
+            "split": ("test_list.txt", "data/test_list.txt"),
+            "media": ("videos", "DiDeMo_Videos", "didemo_videos"),
+        },
+        "options": {"trim_seconds": DIDEMO_TRIM_SECONDS, "missing_media": "drop", "v2t": "max_over_captions"},
         "settings": {"video_frames": MSRVTT_MSVD_DIDEMO_FRAMES},
         "group": "Coarse video",
-        "source": "DiDeMo test_data.json (records with 'video' and 'description') and videos/ under didemo/; "
-        "paragraph-to-video: each video's descriptions joined, as CLIP4Clip evaluates.",
+        "source": "DiDeMo test set, paragraph to video: LocalizingMoments' data/test_data.json "
+        "(https://github.com/LisaAnne/LocalizingMoments) and collaborative-experts' test_list.txt "
+        "(misc/datasets/didemo/test_list.txt of https://github.com/albanie/collaborative-experts: the 1004 test "
+        "videos CLIP4Clip uses) in DATA_ROOT/didemo/, the videos in DATA_ROOT/didemo/videos/ "
+        "(LocalizingMoments' download_videos_AWS.py --video_directory videos writes <video>.mp4; original "
+        "names, other extensions and subfolders are found too). UMT's / CaReBench's didemo_ret_test.json may "
+        "replace test_data.json. Each video's descriptions are joined into one query; frames come from its first "
+        "30 s; videos that cannot be found are left out and counted. 48 frames per video.",
     },
 ]
 
@@ -280,16 +439,25 @@ def _covr_spec() -> TaskSpec:
         name="WebVid-CoVR",
         layout=Layout.WEBVID_COVR,
         direction=Direction.COMPOSED,
-        data_dir="WebVid-CoVR",
-        files={"annotations": "webvid8m-covr_test.csv", "media": "videos"},
+        data_dir=("WebVid-CoVR", "CoVR"),
+        files={
+            "annotations": ("annotation/webvid-covr/webvid8m-covr_test.csv", "webvid8m-covr_test.csv"),
+            "media": ("datasets/WebVid/8M/train", "WebVid/8M/train", "videos"),
+        },
+        options={"remove_self_similarity": True},
         settings={"video_frames": WEBVID_COVR_FRAMES},
         main_metric="recall@1",
         group="Composed video",
         tags=("paper",),
         paper={"UNITE-Instruct 2B": 69.1, "UNITE-Instruct 7B": 72.5},
-        source="WebVid-CoVR test split (CoVR project): webvid8m-covr_test.csv (pth1, pth2, edit) and "
-        "videos/<pth>.mp4 under WebVid-CoVR/.",
-        description="Composed video retrieval: source video + edit text to the target video, among all test targets.",
+        source="WebVid-CoVR test split, laid out as the CoVR code downloads it (https://github.com/lucas-ventura/"
+        "CoVR), run in DATA_ROOT/WebVid-CoVR/ (or in a CoVR checkout at DATA_ROOT/CoVR/): `bash "
+        "tools/scripts/download_annotation.sh covr` writes "
+        "annotation/webvid-covr/webvid8m-covr_test.csv (also on Hugging Face lucas-ventura/WebVid-CoVR) and "
+        "`python tools/scripts/download_covr.py --split test` writes datasets/WebVid/8M/train/<pth>.mp4 (pth1 and "
+        "pth2 of each row). 16 frames per video.",
+        description="Composed video retrieval: source video + edit text to the target video, among all test targets; "
+        "a query never ranks its own source video (CoVR's remove_self_similarity).",
     )
 
 

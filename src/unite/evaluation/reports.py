@@ -2,17 +2,39 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from unite.errors import ConfigError
 
-__all__ = ["compare_results", "library_versions", "mmeb_aggregates", "read_result", "summary_markdown", "write_result"]
+__all__ = [
+    "DEFAULT_RANKINGS_DEPTH",
+    "RANKINGS_SUFFIX",
+    "compare_results",
+    "library_versions",
+    "mmeb_aggregates",
+    "read_result",
+    "rankings_path",
+    "summary_markdown",
+    "write_rankings",
+    "write_result",
+]
+
+#: A task's rankings are written beside its result as ``<task>.rankings.jsonl``.
+RANKINGS_SUFFIX = ".rankings.jsonl"
+#: Candidates kept per query in a rankings file unless asked otherwise.
+DEFAULT_RANKINGS_DEPTH = 100
+#: How a rankings file orders each query's candidates, recorded in the result.
+RANKINGS_ORDER = (
+    "score descending (cosine similarity of the L2-normalised embeddings); equal scores: not relevant before "
+    "relevant (the metrics' pessimistic ties), then corpus or pool order"
+)
 
 _PACKAGES = ("unite-embed", "torch", "transformers", "tokenizers", "numpy", "pillow", "av", "safetensors")
 
@@ -47,6 +69,42 @@ def write_result(folder: str | Path, result: Mapping[str, Any]) -> Path:
     return path
 
 
+def rankings_path(folder: str | Path, task: str) -> Path:
+    """Where the rankings of ``task`` go: ``folder/<task>.rankings.jsonl``, beside ``<task>.json``."""
+    return Path(folder) / f"{task}{RANKINGS_SUFFIX}"
+
+
+def write_rankings(path: str | Path, records: Iterable[Mapping[str, Any]], depth: int | None) -> dict[str, Any]:
+    """Write one JSON line per ranked query atomically; returns what the result records about the file.
+
+    Args:
+        path: the rankings file.
+        records: per query ``query_id``, ``candidates``, ``complete``, ``ranking`` and ``judged``.
+        depth: the candidates kept per query (``None``: all).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    digest, queries = hashlib.sha256(), 0
+    try:
+        with temporary.open("wb") as handle:
+            for record in records:
+                line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+                digest.update(line)
+                handle.write(line)
+                queries += 1
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return {
+        "file": path.name,
+        "queries": queries,
+        "depth": "all" if depth is None else depth,
+        "order": RANKINGS_ORDER,
+        "sha256": digest.hexdigest(),
+    }
+
+
 def read_result(path: str | Path) -> dict[str, Any]:
     """Read a result JSON written by :func:`write_result`.
 
@@ -74,7 +132,8 @@ def _percent(value: float | None, metric: str) -> str:
 def summary_markdown(results: Sequence[Mapping[str, Any]]) -> str:
     """A markdown table of every result, our main metric beside the paper's, plus MMEB averages when present."""
     models = list(dict.fromkeys(model for result in results for model in result.get("paper", {})))
-    header = ["task", "metric", "ours", *[f"paper {model}" for model in models], "queries", "candidates", "notes"]
+    header = ["task", "metric", "ours", *[f"paper {model}" for model in models], "queries", "candidates"]
+    header += ["skipped queries", "skipped candidates", "notes"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for result in results:
         metric = result.get("main_metric", "recall@1")
@@ -92,16 +151,33 @@ def summary_markdown(results: Sequence[Mapping[str, Any]]) -> str:
             metric,
             _percent(result["metrics"].get(metric), metric),
             *[f"{paper[model]:.1f}" if model in paper else "" for model in models],
-            str(result.get("counts", {}).get("queries", "")),
-            str(result.get("counts", {}).get("candidates", "")),
+            *[str(value) for value in _scored_counts(result.get("counts", {}))],
             "; ".join(notes),
         ]
         lines.append("| " + " | ".join(row) + " |")
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n\n" + SCORED_NOTE + "\n"
     aggregates = mmeb_aggregates(results)
     if aggregates:
         text += "\n" + _mmeb_table(aggregates)
     return text
+
+
+#: Printed under the summary table.
+SCORED_NOTE = (
+    "Metrics are over the scored queries only: a query that could not be encoded, or whose every relevant "
+    "candidate was skipped, is not scored, and a skipped candidate is left out of the search. Each task's JSON "
+    "lists them under `skipped` with the reason."
+)
+
+
+def _scored_counts(counts: Mapping[str, Any]) -> tuple[Any, Any, Any, Any]:
+    """(queries scored, candidates searched, queries skipped, candidates skipped); older results count no skips."""
+    return (
+        counts.get("queries_scored", counts.get("queries", "")),
+        counts.get("candidates_searched", counts.get("candidates", "")),
+        counts.get("queries_skipped", 0),
+        counts.get("candidates_skipped", 0),
+    )
 
 
 def mmeb_aggregates(results: Sequence[Mapping[str, Any]]) -> dict[str, tuple[float, int, int]]:
@@ -157,6 +233,10 @@ def compare_results(first: Mapping[str, Any], second: Mapping[str, Any], names: 
         a, b = first["metrics"].get(metric), second["metrics"].get(metric)
         delta = "" if a is None or b is None else _signed(b - a, metric)
         lines.append(f"| {metric} | {_percent(a, metric)} | {_percent(b, metric)} | {delta} |")
+    lines += ["", "| count | A | B |", "| --- | --- | --- |"]
+    counted = zip(_scored_counts(first.get("counts", {})), _scored_counts(second.get("counts", {})))
+    for label, (a, b) in zip(_COUNT_LABELS, counted):
+        lines.append(f"| {label} | {a} | {b} |")
     differing = []
     for section in ("settings", "checkpoint", "versions", "counts", "protocol"):
         left, right = _flatten(first.get(section, {})), _flatten(second.get(section, {}))
@@ -169,6 +249,9 @@ def compare_results(first: Mapping[str, Any], second: Mapping[str, Any], names: 
     else:
         lines.append("The runs were made the same way (settings, checkpoint, versions and counts agree).")
     return "\n".join(lines) + "\n"
+
+
+_COUNT_LABELS = ("queries scored", "candidates searched", "queries skipped", "candidates skipped")
 
 
 def _signed(value: float, metric: str) -> str:

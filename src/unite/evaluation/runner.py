@@ -1,7 +1,9 @@
 """Run one task: encode what the cache lacks, search exactly in chunks, score, describe how it was made.
 
 Under ``torchrun`` (``torch.distributed`` initialised) every rank encodes its share of the missing items and
-writes it to the shared cache folder; rank 0 then reads all shards, searches and returns the result.
+writes it to the shared cache folder, with the list of the items it could not encode; rank 0 then reads all
+shards and lists, searches and returns the result. An item that cannot be encoded is skipped and reported, never
+the end of the run.
 """
 
 from __future__ import annotations
@@ -18,18 +20,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from unite.errors import ConfigError, UniteError
+from unite.errors import ConfigError
 from unite.evaluation.cache import EmbeddingCache, checkpoint_fingerprint, item_key, namespace_key
 from unite.evaluation.loaders import Entry, TaskData
-from unite.evaluation.metrics import aggregate, query_metrics
-from unite.evaluation.reports import library_versions
+from unite.evaluation.metrics import aggregate, parse_metric, query_metrics
+from unite.evaluation.reports import DEFAULT_RANKINGS_DEPTH, library_versions, write_rankings
 from unite.evaluation.tasks import TaskSpec
-from unite.models.encoder import DEFAULT_BATCH_SIZE
+from unite.models.encoder import DEFAULT_BATCH_SIZE, EncodeResult
 from unite.types import Modality
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EvalConfig", "evaluate_task", "modality_gap", "rank_distribution"]
+__all__ = ["EvalConfig", "evaluate_task", "modality_gap", "rank_distribution", "ranking_records", "rankings_depth"]
 
 #: Items encoded between two cache writes: at most this much work is lost when a run is interrupted.
 DEFAULT_WRITE_CHUNK = 256
@@ -47,7 +49,7 @@ class EvalConfig:
     Attributes:
         batch_size: most items per encoder batch.
         limit: keep the first N queries (a smoke test; numbers not comparable).
-        cache_dir: embedding cache root; ``None`` keeps embeddings in memory only.
+        cache_dir: embedding cache root; ``None`` keeps embeddings in memory only (one process only).
         setting_overrides: encoding settings the user fixed explicitly; they win over the task's protocol and
             are recorded as deviations from it.
         query_instruction, document_instruction: replace the task's instructions when given.
@@ -56,6 +58,9 @@ class EvalConfig:
         show_progress: progress bar per task (default: on).
         revision: the checkpoint revision, recorded.
         rank, world_size: this process's share of encoding; default from ``torch.distributed``.
+        save_rankings: write each task's rankings beside its result (``<task>.rankings.jsonl``).
+        rankings_depth: candidates kept per query in the rankings file (``None``: all); never fewer than the
+            largest metric cutoff, and always down to the first relevant candidate.
     """
 
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -70,6 +75,8 @@ class EvalConfig:
     revision: str | None = None
     rank: int | None = None
     world_size: int | None = None
+    save_rankings: bool = False
+    rankings_depth: int | None = DEFAULT_RANKINGS_DEPTH
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "write_chunk", "search_elements"):
@@ -77,22 +84,46 @@ class EvalConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be at least 1, got {self.limit}")
+        if self.rankings_depth is not None and self.rankings_depth < 1:
+            raise ConfigError(f"rankings_depth must be at least 1 (or None for all), got {self.rankings_depth}")
 
 
-def evaluate_task(encoder: Any, spec: TaskSpec, data: TaskData, config: EvalConfig | None = None) -> dict | None:
+@dataclass
+class _Prepared:
+    """A task's entries as encoded (instructions applied) and the cache key of each."""
+
+    queries: list[Entry]
+    corpus: list[Entry]
+    query_keys: dict[str, str]
+    corpus_keys: dict[str, str]
+    items: dict[str, Any]  # key -> item, every unique item once, queries first
+
+
+def evaluate_task(
+    encoder: Any,
+    spec: TaskSpec,
+    data: TaskData,
+    config: EvalConfig | None = None,
+    rankings_path: str | Path | None = None,
+) -> dict | None:
     """Evaluate ``encoder`` on one loaded task; returns the result record (``None`` on ranks other than 0).
 
+    An item that cannot be encoded never ends the run: it is not cached (a rerun tries it again), a candidate
+    that failed leaves the corpus, every judgement and pool, and a query that failed, or whose every relevant
+    candidate failed, is not scored. The metrics are over the scored queries; ``counts`` and ``skipped`` say
+    what was left out and why (what the loader dropped included).
+
+    Args:
+        rankings_path: where to write the rankings (one JSON line per scored query; see :func:`ranking_records`).
+
     Raises:
-        UniteError: an item cannot be encoded (naming the task, the query or candidate id and the reason).
+        ConfigError: several ranks without a cache folder, or items of other ranks neither cached nor reported.
     """
     config = config or EvalConfig()
     rank, world_size = _distributed(config)
     data = data.limited(config.limit)
     settings = encoder.settings.replace(**dict(spec.settings)).replace(**dict(config.setting_overrides))
-    query_instruction = config.query_instruction or spec.query_instruction
-    document_instruction = config.document_instruction or spec.document_instruction
-    queries = [Entry(e.id, e.item.with_instruction(query_instruction)) for e in data.queries]
-    corpus = [Entry(e.id, e.item.with_instruction(document_instruction)) for e in data.corpus]
+    prepared = _prepare(spec, data, config)
     fingerprint = checkpoint_fingerprint(encoder.model)
     dtype = str(encoder.dtype).removeprefix("torch.")
     namespace = namespace_key(fingerprint, settings, dtype)
@@ -101,51 +132,140 @@ def evaluate_task(encoder: Any, spec: TaskSpec, data: TaskData, config: EvalConf
         namespace,
         {"checkpoint": encoder.name_or_path, "checkpoint_sha256": fingerprint, "dtype": dtype, **settings.to_dict()},
     )
-    query_keys = [item_key(e.item) for e in queries]
-    corpus_keys = [item_key(e.item) for e in corpus]
-    labelled = [("query", e) for e in queries] + [("candidate", e) for e in corpus]
-    entries: dict[str, tuple[str, Entry]] = {}
-    for key, value in zip(query_keys + corpus_keys, labelled):
-        entries.setdefault(key, value)
-    missing = [key for key in entries if key not in cache]
-    hits = len(entries) - len(missing)
+    if world_size > 1 and cache.folder is None:
+        raise ConfigError(f"task {spec.name}: {world_size} ranks share the encoding through a cache folder; set one")
+    missing = [key for key in prepared.items if key not in cache]
     with _settings_applied(encoder, settings) as task_encoder:
         # Shares are cut from every unique item, not from what this rank found missing, so they do not depend on
         # when each rank read the cache.
-        share = [key for position, key in enumerate(entries) if position % world_size == rank and key not in cache]
-        _encode_missing(task_encoder, spec, share, entries, cache, config)
+        share = [key for position, key in enumerate(prepared.items) if position % world_size == rank]
+        own = _encode_missing(task_encoder, spec, [key for key in share if key not in cache], prepared, cache, config)
     if world_size > 1:
+        cache.write_failures(spec.name, rank, own)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.barrier()
         cache.reload()
         if rank != 0:
             return None
-    query_vectors, corpus_vectors = cache.get(query_keys), cache.get(corpus_keys)
-    per_query, ranks, histograms = _search(query_vectors, corpus_vectors, queries, corpus, data, spec, config, encoder)
-    return {
+    failed = _failures(spec, prepared, cache, own, world_size)
+    scored = data.without(_skipped_entries(prepared, failed))
+    result = _score(encoder, spec, data, scored, prepared, cache, config, rankings_path)
+    result["cache"] = {
+        "namespace": namespace,
+        "hits": len(prepared.items) - len(missing),
+        "encoded": sum(1 for key in missing if key in cache),
+        "failed": len(failed),
+        "world_size": world_size,
+    }
+    result.update(_provenance(encoder, spec, data, config, settings, dtype, fingerprint))
+    return {key: result[key] for key in _RESULT_ORDER if key in result}
+
+
+#: The order of a result record's sections (the long lists last).
+_RESULT_ORDER = (
+    "task", "main_metric", "metrics", "paper", "counts", "settings", "protocol", "checkpoint", "versions", "date",
+    "cache", "rankings", "diagnostics", "skipped", "spec",
+)
+
+
+def _prepare(spec: TaskSpec, data: TaskData, config: EvalConfig) -> _Prepared:
+    query_instruction = config.query_instruction or spec.query_instruction
+    document_instruction = config.document_instruction or spec.document_instruction
+    queries = [Entry(e.id, e.item.with_instruction(query_instruction)) for e in data.queries]
+    corpus = [Entry(e.id, e.item.with_instruction(document_instruction)) for e in data.corpus]
+    query_keys = {e.id: item_key(e.item) for e in queries}
+    corpus_keys = {e.id: item_key(e.item) for e in corpus}
+    items: dict[str, Any] = {}
+    for entry, key in [*zip(queries, query_keys.values()), *zip(corpus, corpus_keys.values())]:
+        items.setdefault(key, entry.item)
+    return _Prepared(queries, corpus, query_keys, corpus_keys, items)
+
+
+def _score(
+    encoder: Any,
+    spec: TaskSpec,
+    data: TaskData,
+    scored: TaskData,
+    prepared: _Prepared,
+    cache: EmbeddingCache,
+    config: EvalConfig,
+    rankings_path: str | Path | None,
+) -> dict[str, Any]:
+    """Search the scored queries against the candidates left; the metrics, counts and diagnostics."""
+    kept_queries, kept_corpus = {e.id for e in scored.queries}, {e.id for e in scored.corpus}
+    queries = [e for e in prepared.queries if e.id in kept_queries]
+    corpus = [e for e in prepared.corpus if e.id in kept_corpus]
+    query_vectors = _vectors(cache, [prepared.query_keys[e.id] for e in queries], encoder)
+    corpus_vectors = _vectors(cache, [prepared.corpus_keys[e.id] for e in corpus], encoder)
+    if queries:
+        per_query, ranks, histograms = _search(
+            query_vectors, corpus_vectors, queries, corpus, scored, spec, config, encoder
+        )
+    else:
+        per_query = {name: np.zeros(0) for name in spec.metrics}
+        ranks, empty = np.zeros(0, dtype=np.int64), [0] * (len(HISTOGRAM_EDGES) - 1)
+        histograms = {"positives": empty, "negatives": list(empty)}
+    result: dict[str, Any] = {
         "task": spec.name,
         "main_metric": spec.main_metric,
         "metrics": aggregate(per_query),
         "paper": dict(spec.paper),
-        "counts": {
-            "queries": len(queries),
-            "candidates": len(corpus),
-            "candidates_per_query": _pool_size(data),
-            "judgements": sum(sum(1 for g in judged.values() if g > 0) for judged in data.qrels.values()),
-            "queries_without_judgements": len(data.dropped_queries),
-            "unique_items": len(entries),
-        },
+        "counts": _counts(data, scored, len(prepared.items)),
+        "skipped": [{"role": role, "id": item_id, "reason": reason} for role, item_id, reason in scored.skipped],
+    }
+    if rankings_path is not None:
+        records = ranking_records(query_vectors, corpus_vectors, queries, corpus, scored, spec, config, encoder)
+        result["rankings"] = write_rankings(rankings_path, records, rankings_depth(spec, config))
+    result["diagnostics"] = {
+        "modality_gap": (
+            modality_gap(query_vectors, _modalities(queries), corpus_vectors, _modalities(corpus)) if queries else {}
+        ),
+        "score_histogram": {"edges": HISTOGRAM_EDGES.round(3).tolist(), **histograms},
+        "rank_distribution": rank_distribution(ranks),
+    }
+    return result
+
+
+def _counts(data: TaskData, scored: TaskData, unique_items: int) -> dict[str, Any]:
+    """How many queries and candidates the task has, how many were scored or searched, and how many skipped.
+
+    ``queries`` = ``queries_scored`` + ``queries_skipped``; ``candidates`` = ``candidates_searched`` +
+    ``candidates_skipped``; the skipped ones include what the loader dropped (``TaskData.skipped``).
+    """
+    skipped_queries = sum(1 for role, _, _ in scored.skipped if role == "query")
+    skipped_candidates = sum(1 for role, _, _ in scored.skipped if role == "candidate")
+    return {
+        "queries": len(scored.queries) + skipped_queries,
+        "queries_scored": len(scored.queries),
+        "queries_skipped": skipped_queries,
+        "candidates": len(scored.corpus) + skipped_candidates,
+        "candidates_searched": len(scored.corpus),
+        "candidates_skipped": skipped_candidates,
+        "candidates_per_query": _pool_size(scored),
+        "judgements": sum(sum(1 for g in judged.values() if g > 0) for judged in scored.qrels.values()),
+        "queries_without_judgements": len(data.dropped_queries),
+        "unique_items": unique_items,
+    }
+
+
+def _provenance(
+    encoder: Any, spec: TaskSpec, data: TaskData, config: EvalConfig, settings: Any, dtype: str, fingerprint: str
+) -> dict[str, Any]:
+    """How the result was made: settings, protocol, checkpoint, library versions, date and the task's spec."""
+    protocol = {"settings": dict(spec.settings), "deviations": _deviations(spec, settings)}
+    protocol["data"] = dict(data.protocol)  # what the loader applied: captions kept, rules, instructions
+    return {
         "settings": {
             **settings.to_dict(),
             "batch_size": config.batch_size,
             "dtype": dtype,
             "device": str(encoder.device),
             "attn_implementation": getattr(encoder.model.config, "_attn_implementation", None),
-            "query_instruction": query_instruction,
-            "document_instruction": document_instruction,
+            "query_instruction": config.query_instruction or spec.query_instruction,
+            "document_instruction": config.document_instruction or spec.document_instruction,
             "limit": config.limit,
         },
-        "protocol": {"settings": dict(spec.settings), "deviations": _deviations(spec, settings)},
+        "protocol": protocol,
         "checkpoint": {
             "name_or_path": encoder.name_or_path,
             "revision": config.revision,
@@ -153,12 +273,6 @@ def evaluate_task(encoder: Any, spec: TaskSpec, data: TaskData, config: EvalConf
         },
         "versions": library_versions(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "cache": {"namespace": namespace, "hits": hits, "encoded": len(missing), "world_size": world_size},
-        "diagnostics": {
-            "modality_gap": modality_gap(query_vectors, _modalities(queries), corpus_vectors, _modalities(corpus)),
-            "score_histogram": {"edges": HISTOGRAM_EDGES.round(3).tolist(), **histograms},
-            "rank_distribution": rank_distribution(ranks),
-        },
         "spec": spec.to_dict(),
     }
 
@@ -198,29 +312,83 @@ class _settings_applied:
 
 
 def _encode_missing(
-    encoder: Any,
-    spec: TaskSpec,
-    keys: list[str],
-    entries: dict[str, tuple[str, Entry]],
-    cache: EmbeddingCache,
-    config: EvalConfig,
-) -> None:
+    encoder: Any, spec: TaskSpec, keys: list[str], prepared: _Prepared, cache: EmbeddingCache, config: EvalConfig
+) -> dict[str, str]:
+    """Encode ``keys`` chunk by chunk into the cache; returns key -> reason of every item that failed (not cached)."""
+    failures: dict[str, str] = {}
     with tqdm(total=len(keys), desc=spec.name, unit="item", disable=not config.show_progress or not keys) as bar:
         for start in range(0, len(keys), config.write_chunk):
             chunk = keys[start : start + config.write_chunk]
-            try:
-                vectors = encoder.encode(
-                    [entries[key][1].item for key in chunk], batch_size=config.batch_size, show_progress_bar=False
-                )
-            except UniteError as error:
-                index = getattr(error, "item_index", None)
-                if index is None:
-                    raise
-                role, entry = entries[chunk[index]]
-                reason = getattr(error, "reason", str(error))
-                raise type(error)(f"task {spec.name}: {role} {entry.id!r}: {reason}") from error
-            cache.put(chunk, np.asarray(vectors))
+            result = _encode_chunk(encoder, [prepared.items[key] for key in chunk], config.batch_size)
+            ok = np.asarray(result.ok, dtype=bool)
+            cache.put([key for key, good in zip(chunk, ok) if good], np.asarray(result.embeddings)[ok])
+            failures.update({chunk[index]: reason for index, reason in result.errors})
             bar.update(len(chunk))
+    if failures:
+        logger.warning("task %s: %d item(s) could not be encoded and are skipped", spec.name, len(failures))
+    return failures
+
+
+def _encode_chunk(encoder: Any, items: list[Any], batch_size: int) -> EncodeResult:
+    """Embeddings of ``items`` with every failure recorded; an encoder without ``encode_with_errors`` raises."""
+    if hasattr(encoder, "encode_with_errors"):
+        return encoder.encode_with_errors(items, batch_size=batch_size, show_progress_bar=False, on_error="skip")
+    vectors = np.asarray(encoder.encode(items, batch_size=batch_size, show_progress_bar=False))
+    return EncodeResult(vectors, np.ones(len(items), dtype=bool), [])
+
+
+def _failures(
+    spec: TaskSpec, prepared: _Prepared, cache: EmbeddingCache, own: dict[str, str], world_size: int
+) -> dict[str, str]:
+    """Key -> reason of every item not in the cache after encoding: this rank's failures and the other ranks'."""
+    reported = {**cache.read_failures(spec.name, world_size), **own} if world_size > 1 else own
+    failed = [key for key in prepared.items if key not in cache]
+    unexplained = [key for key in failed if key not in reported]
+    if unexplained:
+        raise ConfigError(
+            f"task {spec.name}: {len(unexplained)} item(s) are neither in the cache nor reported as failed by any "
+            "rank; did every rank finish, and do all of them see the same cache folder?"
+        )
+    return {key: reported[key] for key in failed}
+
+
+def _skipped_entries(prepared: _Prepared, failed: dict[str, str]) -> list[tuple[str, str, str]]:
+    """``(role, id, reason)`` of every query and candidate whose item failed, each reason naming its own files."""
+    skipped = []
+    sides = (("query", prepared.queries, prepared.query_keys), ("candidate", prepared.corpus, prepared.corpus_keys))
+    for role, entries, keys in sides:
+        for entry in entries:
+            key = keys[entry.id]
+            if key in failed:
+                skipped.append((role, entry.id, _own_reason(failed[key], prepared.items[key], entry.item)))
+    return skipped
+
+
+def _own_reason(reason: str, encoded: Any, item: Any) -> str:
+    """``reason`` of the ``encoded`` item, told of ``item``: items are cached by content, so two files with the same
+    bytes are one item, and the reason names the files of the one that was encoded."""
+    if encoded is item:
+        return reason
+    for theirs, ours in zip(_sources(encoded), _sources(item)):
+        if isinstance(theirs, (str, Path)) and isinstance(ours, (str, Path)):
+            reason = reason.replace(str(theirs), str(ours))
+    return reason
+
+
+def _sources(item: Any) -> list[Any]:
+    """Every media source of ``item`` in order, frames of frame lists and the files of clips included."""
+    out = []
+    for source in [*item.images, *item.videos]:
+        for value in source if isinstance(source, (list, tuple)) else [source]:
+            out.append(getattr(value, "path", value))
+    return out
+
+
+def _vectors(cache: EmbeddingCache, keys: list[str], encoder: Any) -> np.ndarray:
+    """(len(keys), D) rows from the cache; (0, D) when there are none."""
+    if keys:
+        return cache.get(keys)
+    return np.zeros((0, getattr(encoder, "embedding_dim", 0)), dtype=np.float32)
 
 
 # -------------------------------------------------------------------------------------------------- search
@@ -244,8 +412,9 @@ def _search(
     ranks: list[np.ndarray] = []
     positives = np.zeros(len(HISTOGRAM_EDGES) - 1, dtype=np.int64)
     negatives = np.zeros_like(positives)
+    grouping = _column_groups(corpus, data)
     for scores, relevance in _score_blocks(query_vectors, candidates, queries, data, corpus_index, config):
-        values = query_metrics(scores, relevance, [*spec.metrics, "mean_rank"])
+        values = query_metrics(*_grouped(scores, relevance, grouping), [*spec.metrics, "mean_rank"])
         ranks.append(values.pop("mean_rank").astype(np.int64))
         for name in spec.metrics:
             per_query[name].append(values[name])
@@ -264,7 +433,11 @@ def _score_blocks(
     corpus_index: dict[str, int],
     config: EvalConfig,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(scores, relevance) blocks of queries: against the whole corpus, or against each query's own pool."""
+    """(scores, relevance) blocks of queries: against the whole corpus, or against each query's own pool.
+
+    Columns are candidates (corpus order, or pool order); a query's excluded candidates (``data.excluded``) score
+    ``-inf``, so that they rank after every other candidate, as padding does.
+    """
     dim = candidates.shape[1]
     if data.pools is None:
         step = max(1, config.search_elements // max(1, len(candidates)))
@@ -291,13 +464,153 @@ def _score_blocks(
             gathered = candidates[index.clamp(min=0)]
             scores_t = torch.einsum("qd,qpd->qp", vectors, gathered)
             scores = scores_t.masked_fill(index < 0, float("-inf")).cpu().numpy()
+        _mask_excluded(scores, block, data, corpus_index)
         yield scores, relevance
+
+
+def _mask_excluded(scores: np.ndarray, block: list[Entry], data: TaskData, corpus_index: dict[str, int]) -> None:
+    """Set ``-inf`` in ``scores`` (block rows x candidate columns) where a query excludes the candidate."""
+    for row, entry in enumerate(block):
+        excluded = data.excluded.get(entry.id)
+        if not excluded:
+            continue
+        if data.pools is None:  # ids that left the corpus (skipped media) have no column
+            columns = [corpus_index[cid] for cid in excluded if cid in corpus_index]
+        else:
+            gone = set(excluded)
+            columns = [position for position, cid in enumerate(data.pools[entry.id]) if cid in gone]
+        scores[row, columns] = -np.inf
+
+
+def _group_keys(corpus: list[Entry], data: TaskData) -> list[tuple[int, str]] | None:
+    """Each candidate's group (``data.candidate_groups``; a candidate it omits is a group of its own)."""
+    if data.candidate_groups is None:
+        return None
+    groups = data.candidate_groups
+    return [(0, groups[entry.id]) if entry.id in groups else (1, entry.id) for entry in corpus]
+
+
+def _column_groups(corpus: list[Entry], data: TaskData) -> tuple[np.ndarray, np.ndarray] | None:
+    """(column order, first position of each group in it) when candidates are ranked in groups, else ``None``."""
+    keys = _group_keys(corpus, data)
+    if keys is None:
+        return None
+    codes = {key: code for code, key in enumerate(dict.fromkeys(keys))}
+    labels = np.array([codes[key] for key in keys], dtype=np.int64)
+    order = np.argsort(labels, kind="stable")
+    starts = np.flatnonzero(np.r_[True, labels[order][1:] != labels[order][:-1]])
+    return order, starts
+
+
+def _grouped(
+    scores: np.ndarray, relevance: np.ndarray, grouping: tuple[np.ndarray, np.ndarray] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and grades per group: a group scores its best member and takes its highest grade.
+
+    Args:
+        scores: (Q, N) candidate scores; relevance: (Q, N) grades.
+        grouping: from :func:`_column_groups`; ``None`` returns the inputs.
+
+    Returns:
+        (Q, G) scores and (Q, G) grades, one column per group (CLIP4Clip ranks videos by the best of their
+        captions this way).
+    """
+    if grouping is None:
+        return scores, relevance
+    order, starts = grouping
+    best = np.maximum.reduceat(scores[:, order], starts, axis=1)
+    return best, np.maximum.reduceat(relevance[:, order], starts, axis=1)
+
+
+# ------------------------------------------------------------------------------------------------ rankings
+
+
+def ranking_records(
+    query_vectors: np.ndarray,
+    corpus_vectors: np.ndarray,
+    queries: list[Entry],
+    corpus: list[Entry],
+    data: TaskData,
+    spec: TaskSpec,
+    config: EvalConfig,
+    encoder: Any,
+) -> Iterator[dict[str, Any]]:
+    """Each scored query's ranking as the metrics see it, from the same score blocks as :func:`_search`.
+
+    Yields per query: ``query_id``; ``candidates`` (how many it was ranked against); ``ranking``, a list of
+    ``[candidate_id, score]`` best first, equal scores with the non-relevant first (the metrics' pessimistic
+    ties), kept to :func:`rankings_depth` and always down to the first relevant candidate; ``complete`` (whether
+    the list holds every candidate); ``judged``, candidate id -> grade of the query's judgements among them.
+    Candidates the query excludes are not listed. When candidates are ranked in groups (``candidate_groups``),
+    the ids are the groups', each scoring its best member and judged with its highest grade, as the metrics take
+    them.
+    """
+    depth = rankings_depth(spec, config)
+    corpus_ids = [entry.id for entry in corpus]
+    corpus_index = {cid: column for column, cid in enumerate(corpus_ids)}
+    candidates = torch.from_numpy(corpus_vectors).to(device=encoder.device, dtype=torch.float32)
+    grouping = _column_groups(corpus, data)
+    column_ids = corpus_ids if grouping is None else _group_ids(corpus, data, grouping)
+    position = 0
+    for scores, relevance in _score_blocks(query_vectors, candidates, queries, data, corpus_index, config):
+        scores, relevance = _grouped(scores, relevance, grouping)
+        for row in range(len(scores)):
+            query_id = queries[position].id
+            position += 1
+            ids = column_ids if data.pools is None else data.pools[query_id]
+            judged = _group_judgements(data.qrels.get(query_id, {}), data.candidate_groups)
+            yield _ranking(query_id, ids, scores[row], relevance[row], judged, depth)
+
+
+def _group_ids(corpus: list[Entry], data: TaskData, grouping: tuple[np.ndarray, np.ndarray]) -> list[str]:
+    """The id of each group column of :func:`_grouped`: the group's name (a candidate alone keeps its own id)."""
+    order, starts = grouping
+    groups = data.candidate_groups or {}
+    return [groups.get(corpus[order[start]].id, corpus[order[start]].id) for start in starts]
+
+
+def _group_judgements(judged: dict[str, int], groups: dict[str, str] | None) -> dict[str, int]:
+    """Judgements per group (its highest grade) when candidates are ranked in groups, else as they are."""
+    if groups is None:
+        return judged
+    out: dict[str, int] = {}
+    for candidate_id, grade in judged.items():
+        group = groups.get(candidate_id, candidate_id)
+        out[group] = max(out.get(group, grade), grade)
+    return out
+
+
+def rankings_depth(spec: TaskSpec, config: EvalConfig) -> int | None:
+    """Candidates kept per query: ``config.rankings_depth``, at least the largest metric cutoff; ``None``: all."""
+    if config.rankings_depth is None:
+        return None
+    cutoffs = [k for k in (parse_metric(name)[1] for name in spec.metrics) if k is not None]
+    return max([config.rankings_depth, *cutoffs])
+
+
+def _ranking(
+    query_id: str, ids: list[str], scores: np.ndarray, relevance: np.ndarray, judged: dict[str, int], depth: int | None
+) -> dict[str, Any]:
+    scores, relevance = scores[: len(ids)], relevance[: len(ids)]
+    finite = np.flatnonzero(np.isfinite(scores))  # padding and excluded candidates are not ranked
+    order = finite[np.lexsort((relevance[finite] > 0, -scores[finite]))]
+    first = np.flatnonzero(relevance[order] > 0)
+    keep = len(order) if depth is None else max(depth, int(first[0]) + 1 if first.size else 0)
+    ranked = set(ids)
+    return {
+        "query_id": query_id,
+        "candidates": len(order),
+        "complete": keep >= len(order),
+        "ranking": [[ids[column], float(scores[column])] for column in order[:keep]],
+        "judged": {cid: int(grade) for cid, grade in judged.items() if cid in ranked},
+    }
 
 
 def _pool_size(data: TaskData) -> float | int:
     if data.pools is None:
-        return len(data.corpus)
-    return float(np.mean([len(data.pools[e.id]) for e in data.queries]))
+        keys = _group_keys(data.corpus, data)
+        return len(data.corpus) if keys is None else len(set(keys))
+    return float(np.mean([len(data.pools[e.id]) for e in data.queries])) if data.queries else 0.0
 
 
 def _deviations(spec: TaskSpec, settings: Any) -> dict[str, dict[str, Any]]:

@@ -75,7 +75,7 @@ class TaskSpec:
         document_instruction: instruction given to every candidate.
         options: layout options (caption key, split, how many records).
         group: a family such as ``MMEB/Classification``; ``tags`` such as ``ind`` / ``ood``.
-        paper: model -> the paper's value of ``main_metric`` in percent (REFERENCE.md section 6).
+        paper: model -> the paper's value of ``main_metric`` in percent (docs/reference.md section 10).
         source: where the public data comes from and how its files map to ``files``.
     """
 

@@ -1,5 +1,10 @@
 """LanceDB backend: one on-disk table holding vectors, modality and metadata; every write is an atomic commit.
 
+An index with ``vector_precision`` int8 or binary also holds the column ``vector_q`` (int8 codes, or the packed
+bits as uint8) and searches in two stages: ``rescore_factor * k`` candidates by the codes (int8: dot products of the
+codes in numpy over a per-version copy of the column; binary: LanceDB's Hamming distance), then the float32 vectors
+of those candidates rank them by cosine similarity (:mod:`unite.index.quantized`).
+
 Every commit makes a new table version. A reader keeps the version it opened until :meth:`LanceStore.refresh`;
 builds remove versions older than ``CLEANUP_OLDER_THAN`` (the grace period), so a reader that refreshes at least
 that often never loses its files, and one that does not is moved to the latest version when its files are gone.
@@ -10,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,7 +23,18 @@ from typing import Any, TypeVar
 import numpy as np
 
 from unite.errors import ConfigError
-from unite.index.store import Hit, IndexManifest, Record, VectorStore, _check_vector, check_modality, modality_name
+from unite.index.quantized import cosine_rescore, int8_candidates
+from unite.index.store import (
+    Hit,
+    IndexManifest,
+    Record,
+    VectorStore,
+    _check_vector,
+    check_modality,
+    modality_name,
+    read_manifest,
+)
+from unite.quantization import Calibration, Precision, quantize_embeddings
 
 __all__ = ["ANN_NPROBES", "ANN_REFINE_FACTOR", "CLEANUP_OLDER_THAN", "LanceStore", "ann_partitions"]
 
@@ -38,6 +55,8 @@ CLEANUP_OLDER_THAN = timedelta(minutes=10)
 _COLUMNS = ["id", "modality", "source", "content_hash", "path", "start", "end", "text", "metadata", "root"]
 #: What LanceDB reports when a version's data files were removed under a reader.
 _VANISHED = "Not found"
+#: The first-stage column of int8 / binary indexes.
+QUANTIZED_COLUMN = "vector_q"
 
 
 def _lancedb() -> Any:
@@ -76,6 +95,13 @@ class LanceStore(VectorStore):
                 ("root", pa.string()),
             ]
         )
+        self._codes: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None  # version, row ids, modality, codes
+        self._ranges: Calibration | None = None
+        if manifest.vector_precision != "float32":
+            precision = Precision.INT8 if manifest.vector_precision == "int8" else Precision.UBINARY
+            item = pa.int8() if precision is Precision.INT8 else pa.uint8()
+            column = pa.field(QUANTIZED_COLUMN, pa.list_(item, precision.width(manifest.dim)))
+            self._schema = self._schema.append(column)
         if TABLE in self._db.list_tables().tables:
             self._table = self._db.open_table(TABLE)
         else:
@@ -116,7 +142,61 @@ class LanceStore(VectorStore):
             "metadata": [json.dumps(r.metadata, ensure_ascii=False) for r in records],
             "root": [r.root for r in records],
         }
+        if self.manifest.vector_precision != "float32":
+            codes = self._quantize(vectors)
+            columns[QUANTIZED_COLUMN] = pa.FixedSizeListArray.from_arrays(pa.array(codes.reshape(-1)), codes.shape[1])
         return pa.table(columns, schema=self._schema)
+
+    def _quantize(self, vectors: np.ndarray) -> np.ndarray:
+        """(N, D) float32 -> int8 codes with the index's ranges, or packed bits (ubinary, uint8)."""
+        if self.manifest.vector_precision == "binary":
+            return quantize_embeddings(vectors, Precision.UBINARY)
+        return quantize_embeddings(vectors, Precision.INT8, ranges=self._int8_ranges().ranges)
+
+    def _int8_ranges(self) -> Calibration:
+        """The int8 ranges: the recorded ones, else [-1, 1] per dimension, which the codes use until the first build
+        records the corpus's."""
+        return self._recorded_ranges() or Calibration.unit(self.manifest.dim)
+
+    def _recorded_ranges(self) -> Calibration | None:
+        """The manifest's int8 ranges (re-read while unset: a build may have recorded them since this store
+        opened), or None."""
+        if self._ranges is None:
+            recorded = self.manifest.calibration or read_manifest(self.folder).calibration
+            if recorded is None:
+                return None
+            self._ranges = Calibration.from_dict(recorded, f"{self.folder}: manifest field 'calibration'")
+            self.manifest = replace(self.manifest, calibration=recorded)
+        return self._ranges
+
+    def _calibrate(self, batch_rows: int = 8192) -> None:
+        """Record the min and max per dimension of every stored vector as the int8 ranges, and rewrite the codes
+        with them (once: at the end of the first build of an int8 index given no ranges)."""
+        import pyarrow as pa
+
+        minimum = np.full(self.manifest.dim, np.inf, np.float32)
+        maximum = np.full(self.manifest.dim, -np.inf, np.float32)
+        rows = 0
+        for batch in self._vector_batches(batch_rows):
+            vectors = _vectors(batch)
+            if not len(vectors):
+                continue
+            minimum, maximum = np.minimum(minimum, vectors.min(axis=0)), np.maximum(maximum, vectors.max(axis=0))
+            rows += len(vectors)
+        if rows < 2:
+            return
+        self._ranges = Calibration(minimum, maximum, "int8")
+        for batch in self._vector_batches(batch_rows):
+            codes = quantize_embeddings(_vectors(batch), Precision.INT8, ranges=self._ranges.ranges)
+            column = pa.FixedSizeListArray.from_arrays(pa.array(codes.reshape(-1)), codes.shape[1])
+            update = pa.table({"id": batch.column("id"), QUANTIZED_COLUMN: column})
+            self._table.merge_insert("id").when_matched_update_all().execute(update)
+        self.manifest = replace(self.manifest, calibration=self._ranges.to_dict())
+        self.manifest.write(self.folder)
+
+    def _vector_batches(self, batch_rows: int) -> Any:
+        """Record batches of the columns id and vector, ``batch_rows`` at a time."""
+        return self._table.search().select(["id", "vector"]).limit(None).to_batches(batch_rows)
 
     def upsert(self, records: Sequence[Record]) -> None:
         if not records:
@@ -151,6 +231,8 @@ class LanceStore(VectorStore):
     def search(self, vector: np.ndarray, k: int = 10, modality: int | None = None, exact: bool = False) -> list[Hit]:
         vector = _check_vector(vector, self.manifest.dim)
         modality = check_modality(modality)
+        if self.manifest.vector_precision != "float32" and not exact:
+            return self._read(lambda: self._two_stage_search(vector, k, modality))
 
         def run() -> list[dict[str, Any]]:
             query = self._table.search(vector, vector_column_name="vector").metric("cosine").limit(k)
@@ -163,6 +245,52 @@ class LanceStore(VectorStore):
 
         return [_hit(row, 1.0 - float(row["_distance"])) for row in self._read(run)]
 
+    def _two_stage_search(self, vector: np.ndarray, k: int, modality: int | None) -> list[Hit]:
+        """``rescore_factor * k`` candidates by the codes, ranked by cosine similarity of their float32 vectors."""
+        count = self.manifest.candidates(k)
+        if self.manifest.vector_precision == "binary":
+            bits = quantize_embeddings(vector[None], Precision.UBINARY)[0]
+            query = self._table.search(bits, vector_column_name=QUANTIZED_COLUMN).metric("hamming").limit(count)
+            query = query.select([*self._columns, "vector", "_distance"])
+            if modality is not None:
+                query = query.where(f"modality = {modality}", prefilter=True)
+            rows = query.to_list()
+        else:
+            rows = self._rows_with_vectors(self._int8_candidates(vector, count, modality))
+        if not rows:
+            return []
+        order, scores = cosine_rescore(np.stack([np.asarray(row["vector"]) for row in rows]), vector, k)
+        return [_hit(rows[position], float(score)) for position, score in zip(order, scores)]
+
+    def _int8_candidates(self, vector: np.ndarray, count: int, modality: int | None) -> list[int]:
+        """Row ids of the ``count`` best int8 dot products."""
+        row_ids, modalities, codes = self._int8_codes()
+        query = quantize_embeddings(vector[None], Precision.INT8, ranges=self._int8_ranges().ranges)[0]
+        if modality is None:
+            return row_ids[int8_candidates(codes, query, count)].tolist()
+        rows = np.flatnonzero(modalities == modality)  # the modality filter, before the first stage
+        return row_ids[rows[int8_candidates(codes[rows], query, count)]].tolist()
+
+    def _int8_codes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(N,) row ids, (N,) modality bits and (N, D) int8 codes of the version reads see, read once per version."""
+        version = self._table.version
+        if self._codes is None or self._codes[0] != version:
+            query = self._table.search().select(["modality", QUANTIZED_COLUMN]).with_row_id(True).limit(None)
+            table = query.to_arrow()
+            column = table[QUANTIZED_COLUMN].combine_chunks()
+            codes = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.int8)
+            row_ids = np.asarray(table["_rowid"].to_numpy(), dtype=np.uint64)
+            modalities = np.asarray(table["modality"].to_numpy(), dtype=np.int64)
+            width = Precision.INT8.width(self.manifest.dim)
+            self._codes = (version, row_ids, modalities, codes.reshape(len(table), width))
+        return self._codes[1], self._codes[2], self._codes[3]
+
+    def _rows_with_vectors(self, row_ids: list[int]) -> list[dict[str, Any]]:
+        """The records with these row ids, with their float32 vectors."""
+        if not row_ids:
+            return []
+        return self._table.take_row_ids(row_ids).select([*self._columns, "vector"]).to_list()
+
     def count(self) -> int:
         return int(self._read(self._table.count_rows))
 
@@ -173,6 +301,7 @@ class LanceStore(VectorStore):
             self._table.checkout_latest()
         except (RuntimeError, OSError, ValueError):  # the table was replaced (its folder removed and rebuilt)
             self._table = self._db.open_table(TABLE)
+            self._ranges = None
         self._columns = self._readable_columns()
         return self._table.version != before
 
@@ -190,11 +319,14 @@ class LanceStore(VectorStore):
         return any(index.index_type.upper().startswith("IVF") for index in self._table.list_indices())
 
     def optimize(self) -> bool:
-        """Compact the many small commits of a build, then build or refresh the ANN and scalar indexes."""
+        """Compact the many small commits of a build, then build or refresh the ANN and scalar indexes (int8 indexes
+        without ranges first take them from their vectors)."""
+        if self.manifest.vector_precision == "int8" and self._recorded_ranges() is None:
+            self._calibrate()
         self._table.optimize(cleanup_older_than=CLEANUP_OLDER_THAN)
         rows = self.count()
-        if rows < self.manifest.ann_threshold:
-            return False
+        if rows < self.manifest.ann_threshold or self.manifest.vector_precision != "float32":
+            return False  # quantised indexes search their codes exhaustively
         if not self.has_ann_index():
             from lancedb.index import Bitmap, IvfSq
 
@@ -203,6 +335,12 @@ class LanceStore(VectorStore):
             self._table.create_index("vector", config=config, replace=True)
             self._table.create_index("modality", config=Bitmap(), replace=True)
         return True
+
+
+def _vectors(batch: Any) -> np.ndarray:
+    """The (N, D) float32 ``vector`` column of an Arrow record batch."""
+    column = batch.column("vector")
+    return np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(batch), -1)
 
 
 def ann_partitions(rows: int) -> int:

@@ -1,5 +1,10 @@
 """Qdrant backend: a Qdrant server reached by URL (distributed, HNSW built by the server), or Qdrant's
-embedded local mode in ``DIR/qdrant`` (the same client API, used by the tests)."""
+embedded local mode in ``DIR/qdrant`` (the same client API, used by the tests).
+
+``vector_precision`` int8 / binary configure Qdrant's own quantisation (scalar int8 with its 0.99 quantile as the
+range, or binary), kept in RAM, searched with rescoring by the original vectors and ``rescore_factor`` as the
+oversampling. Only a server does this; embedded mode stores and searches float32 vectors exactly.
+"""
 
 from __future__ import annotations
 
@@ -48,6 +53,7 @@ class QdrantStore(VectorStore):
             self._client.create_collection(
                 self._name,
                 vectors_config=models.VectorParams(size=manifest.dim, distance=models.Distance.COSINE),
+                quantization_config=_quantization_config(models, manifest.vector_precision),
             )
             if manifest.url:  # payload indexes exist only on a server; local mode filters by scanning
                 self._client.create_payload_index(self._name, "modality", models.PayloadSchemaType.INTEGER)
@@ -112,9 +118,18 @@ class QdrantStore(VectorStore):
             query_filter=query_filter,
             limit=k,
             with_payload=True,
-            search_params=models.SearchParams(exact=exact),
+            search_params=self._search_params(exact),
         )
         return [_hit(point.payload, float(point.score)) for point in response.points]
+
+    def _search_params(self, exact: bool) -> Any:
+        """Exact or HNSW search; on a server with quantised vectors, rescored ``candidates(1)`` x oversampled."""
+        models = self._models
+        if self.manifest.vector_precision == "float32" or not self.manifest.url:
+            return models.SearchParams(exact=exact)
+        oversampling = float(self.manifest.candidates(1))
+        quantization = models.QuantizationSearchParams(ignore=False, rescore=True, oversampling=oversampling)
+        return models.SearchParams(exact=exact, quantization=quantization)
 
     def count(self) -> int:
         return int(self._client.count(self._name, exact=True).count)
@@ -136,6 +151,16 @@ class QdrantStore(VectorStore):
 
     def close(self) -> None:
         self._client.close()
+
+
+def _quantization_config(models: Any, precision: str) -> Any:
+    """Qdrant's quantisation for ``precision`` (None for float32)."""
+    if precision == "int8":
+        scalar = models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
+        return models.ScalarQuantization(scalar=scalar)
+    if precision == "binary":
+        return models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
+    return None
 
 
 def _local_client(client: Any, path: Path, folder: Path) -> Any:

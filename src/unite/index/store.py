@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from unite.errors import ConfigError
+from unite.index.quantized import check_vector_precision, default_rescore_factor
 from unite.types import Modality
 
 __all__ = [
@@ -44,13 +45,16 @@ logger = logging.getLogger(__name__)
 MANIFEST_FILE = "unite_index.json"
 #: 2: records carry ``root`` and ``path`` relative to it; the manifest records ``model_fingerprint``.
 MANIFEST_FORMAT = 2
+#: 3: the index stores quantised vectors (``vector_precision`` int8 or binary) besides the float32 ones; written
+#: only by such indexes, so that versions that would ignore the quantised column refuse them.
+QUANTIZED_FORMAT = 3
 BACKENDS = ("lancedb", "qdrant")
 #: Rows from which an approximate (ANN) index is built; below it exact search is fast enough.
 DEFAULT_ANN_THRESHOLD = 50_000
 
 
 def modality_name(bits: int) -> str:
-    """``1`` -> ``text``, ``3`` -> ``text+image`` (the bits of REFERENCE.md section 5)."""
+    """``1`` -> ``text``, ``3`` -> ``text+image`` (the bits of docs/reference.md section 9)."""
     names = [name for flag, name in ((1, "text"), (2, "image"), (4, "video")) if bits & flag]
     return "+".join(names) or "none"
 
@@ -154,6 +158,22 @@ class IndexManifest:
     collection: str = "unite"
     model_fingerprint: str | None = None
     format: int = MANIFEST_FORMAT
+    vector_precision: str = "float32"
+    calibration: dict[str, Any] | None = None
+    rescore_factor: int | None = None
+
+    def __post_init__(self) -> None:
+        """``vector_precision``: float32, or int8 / binary codes for a first-stage search over ``rescore_factor * k``
+        candidates (``None``: the precision's default, :data:`unite.index.quantized.DEFAULT_RESCORE_FACTORS`)
+        rescored with the float32 vectors; ``calibration``: the int8 ranges
+        (:meth:`unite.quantization.Calibration.to_dict`), set by the first write when not given."""
+        check_vector_precision(self.vector_precision)
+        if self.vector_precision != "float32" and self.format < QUANTIZED_FORMAT:
+            object.__setattr__(self, "format", QUANTIZED_FORMAT)
+
+    def candidates(self, k: int) -> int:
+        """How many first-stage candidates a search for ``k`` results rescores."""
+        return k * (self.rescore_factor or default_rescore_factor(self.vector_precision))
 
     def write(self, folder: Path) -> None:
         """Write atomically (a temporary file renamed over the old one)."""
@@ -187,11 +207,27 @@ def read_manifest(folder: str | Path) -> IndexManifest:
             raise ConfigError(f"{path}: field '{key}' must be a {kind.__name__}, got {data.get(key)!r}")
     if not isinstance(data.get("model_fingerprint"), (str, type(None))):
         raise ConfigError(f"{path}: field 'model_fingerprint' must be a string, got {data['model_fingerprint']!r}")
+    _check_quantization_fields(data, path)
     data.setdefault("format", 1)
-    if data.get("format", MANIFEST_FORMAT) > MANIFEST_FORMAT:
-        raise ConfigError(f"{path}: format {data['format']} is newer than this unite-embed reads ({MANIFEST_FORMAT})")
+    if data.get("format", MANIFEST_FORMAT) > QUANTIZED_FORMAT:
+        raise ConfigError(f"{path}: format {data['format']} is newer than this unite-embed reads ({QUANTIZED_FORMAT})")
     known = set(IndexManifest.__dataclass_fields__)
     return IndexManifest(**{key: value for key, value in data.items() if key in known})
+
+
+def _check_quantization_fields(data: dict[str, Any], path: Path) -> None:
+    precision = data.get("vector_precision", "float32")
+    if not isinstance(precision, str):
+        raise ConfigError(f"{path}: field 'vector_precision' must be a string, got {precision!r}")
+    try:
+        check_vector_precision(precision)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: field 'vector_precision': {error}") from None
+    if not isinstance(data.get("calibration"), (dict, type(None))):
+        raise ConfigError(f"{path}: field 'calibration' must be an object, got {type(data['calibration']).__name__}")
+    factor = data.get("rescore_factor")
+    if factor is not None and (not isinstance(factor, int) or isinstance(factor, bool) or factor < 1):
+        raise ConfigError(f"{path}: field 'rescore_factor' must be a positive integer, got {factor!r}")
 
 
 class VectorStore(abc.ABC):
@@ -296,6 +332,8 @@ def create_store(folder: str | Path, manifest: IndexManifest, api_key: str | Non
             )
         if manifest.model_fingerprint is None:  # keep what the index knows about its weights
             manifest = replace(manifest, model_fingerprint=existing.model_fingerprint)
+        if manifest.calibration is None:  # and the int8 ranges its codes were made with
+            manifest = replace(manifest, calibration=existing.calibration)
         elif existing.model_fingerprint is None:
             logger.warning(
                 "%s: the index records no weights fingerprint (built before unite-embed recorded one); "
@@ -320,9 +358,11 @@ def manifest_differences(existing: IndexManifest, manifest: IndexManifest) -> li
     """
     differences = [
         f"{name}={getattr(existing, name)!r} vs {getattr(manifest, name)!r}"
-        for name in ("backend", "dim", "url", "collection")
+        for name in ("backend", "dim", "url", "collection", "vector_precision")
         if getattr(existing, name) != getattr(manifest, name)
     ]
+    if existing.calibration and manifest.calibration and _ranges(existing) != _ranges(manifest):
+        differences.append("calibration=(the ranges the index's int8 codes were made with) vs (other ranges)")
     if existing.model_fingerprint and manifest.model_fingerprint:
         if existing.model_fingerprint != manifest.model_fingerprint:
             differences.append(
@@ -338,6 +378,11 @@ def manifest_differences(existing: IndexManifest, manifest: IndexManifest) -> li
             shown = ["(absent)" if value is missing else repr(value) for value in (old, new)]
             differences.append(f"settings.{key}={shown[0]} vs {shown[1]}")
     return differences
+
+
+def _ranges(manifest: IndexManifest) -> tuple[Any, Any]:
+    calibration = manifest.calibration or {}
+    return calibration.get("min"), calibration.get("max")
 
 
 def _backend(manifest: IndexManifest, folder: Path, api_key: str | None) -> VectorStore:

@@ -25,11 +25,25 @@ class EmbeddingRequest(BaseModel):
     """``input``: a string, a list of strings, or multimodal inputs. A multimodal input is a list of content parts
     (``{"type": "text", "text": ...}``, ``{"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}``,
     ``{"type": "video_url", "video_url": {"url": "data:video/mp4;base64,..."}}``), one such part, or an object
-    ``{"text": ..., "image": base64, "video": base64}``."""
+    ``{"text": ..., "image": base64, "video": base64}``.
+
+    Quantised embeddings (as sentence-transformers' ``quantize_embeddings``): a precision as ``encoding_format``
+    gives one list of integers per input in ``embedding``; ``embedding_types`` (Cohere-style) gives every listed
+    type per input in ``embeddings``."""
 
     input: str | list[Any]
     model: str | None = None
-    encoding_format: Literal["float", "base64"] = "float"
+    encoding_format: Literal["float", "base64", "int8", "uint8", "binary", "ubinary"] = Field(
+        default="float",
+        description="float: list of floats; base64: little-endian float32 bytes; int8 / uint8: D integers; "
+        "binary / ubinary: D/8 packed bytes as integers (int8 / uint8)",
+    )
+    embedding_types: list[Literal["float", "int8", "uint8", "binary", "ubinary"]] | None = Field(
+        default=None,
+        min_length=1,
+        description="answer each listed type in data[i].embeddings (instead of data[i].embedding); "
+        "encoding_format must then be float",
+    )
     dimensions: int | None = None
     user: str | None = None
 
@@ -37,7 +51,12 @@ class EmbeddingRequest(BaseModel):
 class EmbeddingData(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
-    embedding: list[float] | str
+    embedding: list[float] | list[int] | str | None = Field(
+        default=None, description="in the encoding_format asked for (absent when embedding_types is given)"
+    )
+    embeddings: dict[str, list[float] | list[int]] | None = Field(
+        default=None, description="one entry per type of embedding_types (absent otherwise)"
+    )
 
 
 class EmbeddingResponse(BaseModel):
@@ -47,6 +66,11 @@ class EmbeddingResponse(BaseModel):
     usage: dict[str, int] = Field(
         default_factory=lambda: {"prompt_tokens": 0, "total_tokens": 0},
         description="tokens of the inputs: text (with instructions) plus visual tokens, counted before decoding",
+    )
+    quantization: dict[str, str] | None = Field(
+        default=None,
+        description="present when int8 or uint8 was asked for: {\"ranges\": \"calibration\"} (the server's "
+        "--calibration file or its index's) or {\"ranges\": \"unit\"} (the fixed range [-1, 1] per dimension)",
     )
 
 
