@@ -638,22 +638,17 @@ def _config_check(folder: Path) -> tuple[Any, list[Check]]:
 
 def _weights_check(folder: Path, config: Any) -> Check:
     """The file's tensor names and shapes against the model's, as strictly as ``load_weights`` matches them."""
-    from unite.models.loading import CURRENT_LAYOUT, _describe, to_current_layout
+    from unite.models.loading import CURRENT_LAYOUT, match_weights, to_current_layout
 
     found = _file_shapes(folder)
     shapes, origin, layout = to_current_layout(found)
     expected, tied = _model_shapes(config)
-    missing = sorted(_file_name(key, layout) for key in set(expected) - set(shapes) - tied)
-    unexpected = sorted(origin[key] for key in set(shapes) - set(expected))
-    wrong = sorted(
-        f"{origin[key]} {shape} vs {expected[key]}"
-        for key, shape in shapes.items()
-        if key in expected and shape != expected[key]
-    )
+    match = match_weights(expected, shapes, origin, tied, rename=lambda key: _file_name(key, layout))
+    missing, unexpected, wrong = match.missing, match.unexpected, match.wrong_shapes
     kind = "current" if layout == CURRENT_LAYOUT else "legacy, as released"
     details = {"layout": layout, "tensors": len(found), "missing": missing, "unexpected": unexpected, "shapes": wrong}
     if missing or unexpected:
-        message = f"{folder} ({layout} layout) does not match the model: {_describe(missing, unexpected)}"
+        message = f"{folder} ({layout} layout) does not match the model: {match.describe()}"
         return Check(
             "weights", Status.ERROR, message, fix="use a complete checkpoint (recopy or redownload it)", details=details
         )
@@ -727,12 +722,12 @@ def _model_shapes(config: Any) -> tuple[dict[str, tuple[int, ...]], set[str]]:
     import torch
     from transformers.initialization import no_init_weights
 
-    from unite.models.loading import _tied_names
+    from unite.models.loading import tied_names
     from unite.models.modeling import UniteQwen2VL
 
     with torch.device("meta"), no_init_weights():
         model = UniteQwen2VL._from_config(config)
-    return {key: tuple(tensor.shape) for key, tensor in model.state_dict().items()}, _tied_names(model)
+    return {key: tuple(tensor.shape) for key, tensor in model.state_dict().items()}, tied_names(model)
 
 
 def _fingerprint_check(folder: Path, base_fingerprint: str | None = None) -> Check:

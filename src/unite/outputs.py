@@ -11,7 +11,7 @@ import numpy as np
 
 from unite.errors import ConfigError
 
-__all__ = ["FORMATS", "mask_path", "write_embeddings"]
+__all__ = ["FORMATS", "mask_path", "write_atomically", "write_embeddings"]
 
 FORMATS = (".npy", ".parquet")
 #: Row types written as they are (quantised embeddings); any other is written as float32.
@@ -50,11 +50,11 @@ def write_embeddings(
     kept = embeddings.dtype in KEPT_DTYPES
     embeddings = np.ascontiguousarray(embeddings, dtype=embeddings.dtype if kept else np.float32)
     if output.suffix == ".npy":
-        written = [_atomic(output, lambda f: np.save(f, embeddings))]
+        written = [write_atomically(output, lambda f: np.save(f, embeddings))]
         if ok is not None:
-            written.append(_atomic(mask_path(output), lambda f: np.save(f, np.asarray(ok, dtype=bool))))
+            written.append(write_atomically(mask_path(output), lambda f: np.save(f, np.asarray(ok, dtype=bool))))
         return written
-    return [_atomic(output, lambda f: _write_parquet(f, embeddings, ok, ids, lines, precision))]
+    return [write_atomically(output, lambda f: _write_parquet(f, embeddings, ok, ids, lines, precision))]
 
 
 def _write_parquet(
@@ -86,7 +86,11 @@ def _write_parquet(
     pq.write_table(table, handle)
 
 
-def _atomic(path: Path, write: Any) -> Path:
+def write_atomically(path: str | Path, write: Any) -> Path:
+    """Call ``write(handle)`` on a temporary binary file beside ``path``, then rename it over ``path``: readers
+    see the old file or the whole new one, never half of it. Returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(descriptor, "wb") as handle:

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import enum
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from unite.errors import ConfigError, InputError
+from unite.outputs import write_atomically
 
 __all__ = [
     "CALIBRATION_SUFFIX",
@@ -173,11 +172,11 @@ class Calibration:
         path = Path(path)
         if path.suffix == ".json":
             text = json.dumps(self.to_dict()).encode()
-            return _write_atomically(path, lambda handle: handle.write(text))
+            return write_atomically(path, lambda handle: handle.write(text))
         if path.suffix != ".npz":
             raise ConfigError(f"{path}: a calibration file ends with .npz or .json")
         arrays = {"min": self.minimum, "max": self.maximum, "precision": np.array(self.precision or "")}
-        return _write_atomically(path, lambda handle: np.savez(handle, **arrays))
+        return write_atomically(path, lambda handle: np.savez(handle, **arrays))
 
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
@@ -329,14 +328,3 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _write_atomically(path: Path, write: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-        Path(temporary).replace(path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path

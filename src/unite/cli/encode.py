@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ from unite.cli.options import add_model_options, encoder_from_args
 from unite.data.jsonl import JsonlRecord, read_item_lines
 from unite.errors import ConfigError, UniteError
 from unite.models.encoder import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS_PER_BATCH, DEFAULT_NUM_WORKERS
-from unite.outputs import FORMATS, mask_path, write_embeddings
+from unite.outputs import FORMATS, mask_path, write_atomically, write_embeddings
 from unite.quantization import Calibration, Precision, calibration_path, quantize_rows
 
 __all__ = ["add_parser", "run"]
@@ -135,9 +133,8 @@ def run(args: argparse.Namespace) -> int:
         summary += f" (ranges in {calibration.save(calibration_path(args.output))})"
     if args.on_error == "skip":
         errors_path = args.errors or args.output.with_name(args.output.stem + ".errors.jsonl")
-        _write_atomically(
-            errors_path, "".join(json.dumps({"line": line, "error": message}) + "\n" for line, message in failures)
-        )
+        text = "".join(json.dumps({"line": line, "error": message}) + "\n" for line, message in failures)
+        write_atomically(errors_path, lambda handle: handle.write(text.encode("utf-8")))
         summary += f" (row mask {mask_path(args.output).name if args.output.suffix == '.npy' else 'in column ok'}"
         summary += f"; {len(failures)} failed, listed in {errors_path})"
     sys.stderr.write(summary + "\n")
@@ -192,15 +189,3 @@ def _encode_lines(args: argparse.Namespace, records: list[JsonlRecord]) -> tuple
     failures += [(valid[i].line, f"{args.items}:{valid[i].line}: {message}") for i, message in result.errors]
     return embeddings, ok, sorted(failures)
 
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it, as the embeddings are written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        Path(temporary).replace(path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

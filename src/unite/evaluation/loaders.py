@@ -355,9 +355,13 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def _text_field(record: Any, key: str, where: str) -> str:
     """A field that must be a string (every character encodable as UTF-8)."""
-    value = _field(record, key, where)
+    return _checked_text(_field(record, key, where), key, where, "a string")
+
+
+def _checked_text(value: Any, key: str, where: str, expected: str) -> str:
+    """``value`` when it is a string encodable as UTF-8, else an InputError naming ``where`` and ``key``."""
     if not isinstance(value, str):
-        raise InputError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
+        raise InputError(f"{where}: field {key!r} must be {expected}, got {type(value).__name__}")
     try:
         check_unicode(value, f"field {key!r}")
     except InputError as error:
@@ -1052,12 +1056,7 @@ def _captions(record: Any, key: str, where: str) -> tuple[str, ...]:
     value = _field(record, key, where)
     texts = []
     for text in value if isinstance(value, list) else [value]:
-        if not isinstance(text, str):
-            raise InputError(f"{where}: field {key!r} must be a string or a list of strings, got {type(text).__name__}")
-        try:
-            check_unicode(text, f"field {key!r}")
-        except InputError as error:
-            raise InputError(f"{where}: {error}") from None
+        _checked_text(text, key, where, "a string or a list of strings")
         if not text.strip():
             raise InputError(f"{where}: field {key!r} holds an empty caption")
         texts.append(text.strip())

@@ -1,9 +1,10 @@
 """LanceDB backend: one on-disk table holding vectors, modality and metadata; every write is an atomic commit.
 
 An index with ``vector_precision`` int8 or binary also holds the column ``vector_q`` (int8 codes, or the packed
-bits as uint8) and searches in two stages: ``rescore_factor * k`` candidates by the codes (int8: dot products of the
-codes in numpy over a per-version copy of the column; binary: LanceDB's Hamming distance), then the float32 vectors
-of those candidates rank them by cosine similarity (:mod:`unite.index.quantized`).
+bits as uint8) and searches in two stages: ``rescore_factor * k`` candidates by the codes, in numpy over a
+per-version copy of the column (int8: dot products of the codes, N x D bytes in memory; binary: the float32 query
+against the sign bits, ``q . (2 * bits - 1)``, N x D / 8 bytes), then the float32 vectors of those candidates rank
+them by cosine similarity (:mod:`unite.index.quantized`).
 
 Every commit makes a new table version. A reader keeps the version it opened until :meth:`LanceStore.refresh`;
 builds remove versions older than ``CLEANUP_OLDER_THAN`` (the grace period), so a reader that refreshes at least
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from unite.errors import ConfigError
-from unite.index.quantized import cosine_rescore, int8_candidates
+from unite.index.quantized import asymmetric_candidates, byte_columns, cosine_rescore, int8_candidates
 from unite.index.store import (
     Hit,
     IndexManifest,
@@ -247,42 +248,39 @@ class LanceStore(VectorStore):
 
     def _two_stage_search(self, vector: np.ndarray, k: int, modality: int | None) -> list[Hit]:
         """``rescore_factor * k`` candidates by the codes, ranked by cosine similarity of their float32 vectors."""
-        count = self.manifest.candidates(k)
-        if self.manifest.vector_precision == "binary":
-            bits = quantize_embeddings(vector[None], Precision.UBINARY)[0]
-            query = self._table.search(bits, vector_column_name=QUANTIZED_COLUMN).metric("hamming").limit(count)
-            query = query.select([*self._columns, "vector", "_distance"])
-            if modality is not None:
-                query = query.where(f"modality = {modality}", prefilter=True)
-            rows = query.to_list()
-        else:
-            rows = self._rows_with_vectors(self._int8_candidates(vector, count, modality))
+        rows = self._rows_with_vectors(self._candidates(vector, self.manifest.candidates(k), modality))
         if not rows:
             return []
         order, scores = cosine_rescore(np.stack([np.asarray(row["vector"]) for row in rows]), vector, k)
         return [_hit(rows[position], float(score)) for position, score in zip(order, scores)]
 
-    def _int8_candidates(self, vector: np.ndarray, count: int, modality: int | None) -> list[int]:
-        """Row ids of the ``count`` best int8 dot products."""
-        row_ids, modalities, codes = self._int8_codes()
-        query = quantize_embeddings(vector[None], Precision.INT8, ranges=self._int8_ranges().ranges)[0]
-        if modality is None:
-            return row_ids[int8_candidates(codes, query, count)].tolist()
-        rows = np.flatnonzero(modalities == modality)  # the modality filter, before the first stage
-        return row_ids[rows[int8_candidates(codes[rows], query, count)]].tolist()
+    def _candidates(self, vector: np.ndarray, count: int, modality: int | None) -> list[int]:
+        """Row ids of the ``count`` best first-stage scores: int8 dot products of the codes, or (binary) the float32
+        query against the sign bits."""
+        row_ids, modalities, codes = self._stored_codes()
+        rows = None if modality is None else np.flatnonzero(modalities == modality)  # filtered before the first stage
+        if self.manifest.vector_precision == "binary":
+            chosen = asymmetric_candidates(codes if rows is None else codes[:, rows], vector, count)
+        else:
+            query = quantize_embeddings(vector[None], Precision.INT8, ranges=self._int8_ranges().ranges)[0]
+            chosen = int8_candidates(codes if rows is None else codes[rows], query, count)
+        return row_ids[chosen if rows is None else rows[chosen]].tolist()
 
-    def _int8_codes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(N,) row ids, (N,) modality bits and (N, D) int8 codes of the version reads see, read once per version."""
+    def _stored_codes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(N,) row ids, (N,) modality bits and the codes of the version reads see, read once per version: (N, D)
+        int8 codes, or binary the packed bits by byte, (ceil(D / 8), N) uint8 (:func:`byte_columns`)."""
         version = self._table.version
         if self._codes is None or self._codes[0] != version:
             query = self._table.search().select(["modality", QUANTIZED_COLUMN]).with_row_id(True).limit(None)
             table = query.to_arrow()
+            binary = self.manifest.vector_precision == "binary"
+            precision = Precision.UBINARY if binary else Precision.INT8
             column = table[QUANTIZED_COLUMN].combine_chunks()
-            codes = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.int8)
+            codes = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=precision.dtype)
+            codes = codes.reshape(len(table), precision.width(self.manifest.dim))
             row_ids = np.asarray(table["_rowid"].to_numpy(), dtype=np.uint64)
             modalities = np.asarray(table["modality"].to_numpy(), dtype=np.int64)
-            width = Precision.INT8.width(self.manifest.dim)
-            self._codes = (version, row_ids, modalities, codes.reshape(len(table), width))
+            self._codes = (version, row_ids, modalities, byte_columns(codes) if binary else codes)
         return self._codes[1], self._codes[2], self._codes[3]
 
     def _rows_with_vectors(self, row_ids: list[int]) -> list[dict[str, Any]]:

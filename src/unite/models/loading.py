@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,8 @@ __all__ = [
     "FINGERPRINT_FRACTIONS",
     "detect_layout",
     "load_weights",
+    "match_weights",
+    "tied_names",
     "resolve_checkpoint",
     "resolve_device",
     "resolve_dtype",
@@ -172,22 +176,13 @@ def load_weights(model: torch.nn.Module, folder: Path) -> str:
             of the file has no place in the model, or shapes differ. The message names them.
     """
     state, origin, layout = to_current_layout(read_state_dict(folder))
-    expected = set(model.state_dict())
-    tied = _tied_names(model)
-    missing = sorted(expected - set(state) - tied)
-    unexpected = sorted(origin[key] for key in set(state) - expected)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{folder}: weights do not match the model ({layout} layout): " + _describe(missing, unexpected)
-        )
-    params = dict(model.state_dict())
-    wrong = [
-        f"{origin[key]} {tuple(tensor.shape)} vs {tuple(params[key].shape)}"
-        for key, tensor in state.items()
-        if tuple(tensor.shape) != tuple(params[key].shape)
-    ]
-    if wrong:
-        raise CheckpointError(f"{folder}: tensor shapes differ from the config: {'; '.join(wrong[:5])}")
+    tied = tied_names(model)
+    expected = {key: tuple(tensor.shape) for key, tensor in model.state_dict().items()}
+    match = match_weights(expected, {key: tuple(tensor.shape) for key, tensor in state.items()}, origin, tied)
+    if match.missing or match.unexpected:
+        raise CheckpointError(f"{folder}: weights do not match the model ({layout} layout): {match.describe()}")
+    if match.wrong_shapes:
+        raise CheckpointError(f"{folder}: tensor shapes differ from the config: {'; '.join(match.wrong_shapes[:5])}")
     model.load_state_dict(state, strict=False)
     if tied:
         model.tie_weights()  # the model was built without initialisation: point lm_head at the loaded embeddings
@@ -197,7 +192,8 @@ def load_weights(model: torch.nn.Module, folder: Path) -> str:
     return layout
 
 
-def _tied_names(model: Any) -> set[str]:
+def tied_names(model: Any) -> set[str]:
+    """Tensors a checkpoint may leave out because they share another's storage (a tied ``lm_head``)."""
     if getattr(model.config, "tie_word_embeddings", False) or getattr(
         getattr(model.config, "text_config", None), "tie_word_embeddings", False
     ):
@@ -205,13 +201,51 @@ def _tied_names(model: Any) -> set[str]:
     return set()
 
 
-def _describe(missing: list[str], unexpected: list[str], shown: int = 8) -> str:
-    parts = []
-    for label, names in (("missing", missing), ("unexpected", unexpected)):
-        if names:
-            more = f" and {len(names) - shown} more" if len(names) > shown else ""
-            parts.append(f"{len(names)} {label}: {', '.join(names[:shown])}{more}")
-    return "; ".join(parts)
+@dataclass(frozen=True)
+class WeightsMatch:
+    """How a checkpoint's tensors meet a model's: what is missing, unexpected, or of the wrong shape."""
+
+    missing: list[str]
+    unexpected: list[str]
+    wrong_shapes: list[str]
+
+    def describe(self, shown: int = 8) -> str:
+        """``1 missing: NAME; 2 unexpected: NAME, NAME`` (the first ``shown`` names of each kind)."""
+        parts = []
+        for label, names in (("missing", self.missing), ("unexpected", self.unexpected)):
+            if names:
+                more = f" and {len(names) - shown} more" if len(names) > shown else ""
+                parts.append(f"{len(names)} {label}: {', '.join(names[:shown])}{more}")
+        return "; ".join(parts)
+
+
+def match_weights(
+    expected: Mapping[str, tuple[int, ...]],
+    found: Mapping[str, tuple[int, ...]],
+    origin: Mapping[str, str],
+    tied: set[str],
+    rename: Callable[[str], str] | None = None,
+) -> WeightsMatch:
+    """The one strict comparison of loading (and of ``unite doctor``): every model tensor present (``tied`` ones
+    excepted), none left over, shapes equal.
+
+    Args:
+        expected: the model's tensor names (current layout) and shapes.
+        found: the checkpoint's, renamed to the current layout (:func:`to_current_layout`).
+        origin: current name -> the name the file spells, for messages.
+        tied: names the file may leave out.
+        rename: how to spell a missing (current-layout) name in messages; default as it is.
+    """
+    rename = rename or (lambda key: key)
+    return WeightsMatch(
+        missing=sorted(rename(key) for key in set(expected) - set(found) - tied),
+        unexpected=sorted(origin[key] for key in set(found) - set(expected)),
+        wrong_shapes=sorted(
+            f"{origin[key]} {shape} vs {expected[key]}"
+            for key, shape in found.items()
+            if key in expected and tuple(shape) != tuple(expected[key])
+        ),
+    )
 
 
 def weights_fingerprint(folder: str | Path, base_fingerprint: str | None = None) -> str:
