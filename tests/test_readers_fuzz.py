@@ -263,3 +263,13 @@ def test_encode_skip_lines_that_fail_past_the_reader(tmp_path, legacy_checkpoint
     listed = [json.loads(line) for line in (tmp_path / "out.errors.jsonl").read_text().splitlines()]
     assert [entry["line"] for entry in listed] == [1, 2, 3]
     assert "'id' must be a string or an integer, got object" in listed[0]["error"]
+
+
+def test_item_lines_may_carry_metadata_as_index_sources_do(tmp_path):
+    """The JSONL of an index source (`{"id", ..., "metadata": {...}}`) is also a valid `unite encode` input: the
+    metadata is set aside (an object, else that line fails), the item is the rest."""
+    path = tmp_path / "items.jsonl"
+    path.write_text('{"id": "a", "text": "x", "metadata": {"k": 1}}\n{"id": "b", "text": "y", "metadata": 5}\n')
+    first, second = read_item_lines(path)
+    assert first.error is None and first.item.text == "x" and first.id == "a"
+    assert second.item is None and "'metadata' must be an object, got int" in str(second.error)

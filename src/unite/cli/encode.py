@@ -1,4 +1,4 @@
-"""``unite encode``: a JSON lines file of items to an embeddings file."""
+"""``unite encode``: a JSON lines file of items to an embeddings file, or many sources to a folder of shards."""
 
 from __future__ import annotations
 
@@ -6,15 +6,22 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from unite.cli.options import add_model_options, encoder_from_args
+from unite.bulk.engine import ENGINES, BulkJob
+from unite.bulk.folder import is_folder_output
+from unite.bulk.plan import DEFAULT_SHARD_SIZE
+from unite.cli.options import add_model_options, encoder_from_args, setting_overrides
 from unite.data.jsonl import JsonlRecord, read_item_lines
 from unite.errors import ConfigError, UniteError
 from unite.models.encoder import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS_PER_BATCH, DEFAULT_NUM_WORKERS
 from unite.outputs import FORMATS, mask_path, write_atomically, write_embeddings
 from unite.quantization import Calibration, Precision, calibration_path, quantize_rows
+
+if TYPE_CHECKING:
+    from unite.bulk.run import BulkSummary
 
 __all__ = ["add_parser", "run"]
 
@@ -44,8 +51,17 @@ are written to OUT.calibration.npz (arrays min, max, precision) so later runs ca
 lines stay zero (binary: all bits zero). .parquet stores the quantised rows in the column embedding as lists of
 ints (int8 or uint8; binary / ubinary: the packed bytes), with the precision in the schema metadata.
 
+At corpus scale, --output OUT_DIR/ (a trailing /, or an existing folder; a file:// or s3:// URI too) takes one
+or more SOURCE files or globs (JSON lines, or Parquet with columns text / image / video / instruction / id) and
+writes part-NNNNN.parquet shards of --shard-size rows (columns source, line, id, ok, embedding, error) and
+_manifest.json. Rerunning the same command resumes: complete shards are kept, the rest are made; a rerun with
+another model, settings, instruction or changed sources is refused, naming what differs. --engine local
+prepares items in --workers processes (default: the cores) and runs the model in this process (one replica per
+GPU). docs/encoding.md, "At corpus scale", has the contract.
+
 examples:
   unite encode items.jsonl --model friedrichor/Unite-Base-Qwen2-VL-2B --output vectors.npy --video-frames 16
+  unite encode 'corpus/*.jsonl' more.parquet --model ... --output shards/ --on-error skip
   unite encode corpus.jsonl --model ... --output corpus.npy --precision int8
   unite encode queries.jsonl --model ... --output queries.npy --precision int8 --calibration corpus.calibration.npz
 """
@@ -54,13 +70,24 @@ examples:
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "encode",
-        help="embed the items of a JSON lines file",
-        description="Embed every item of ITEMS.jsonl with a UNITE checkpoint.",
+        help="embed the items of a JSON lines file (or of many files, into shards)",
+        description="Embed every item of ITEMS.jsonl (or of every SOURCE, into a folder of shards) with a UNITE "
+        "checkpoint.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("items", metavar="ITEMS.jsonl", type=Path, help="one item per line")
-    parser.add_argument("--output", "-o", required=True, type=Path, help=f"embeddings file ({' or '.join(FORMATS)})")
+    parser.add_argument(
+        "sources",
+        metavar="SOURCE",
+        nargs="+",
+        help="ITEMS.jsonl, one item per line; with --output OUT_DIR/: JSON lines or Parquet files, or globs",
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        required=True,
+        help=f"embeddings file ({' or '.join(FORMATS)}), or a folder of shards (OUT_DIR/, or a URI ending with /)",
+    )
     add_model_options(parser)
     run_group = parser.add_argument_group("run")
     run_group.add_argument(
@@ -73,7 +100,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="most padded tokens per batch (default %(default)s)",
     )
     run_group.add_argument(
-        "--workers", type=int, default=DEFAULT_NUM_WORKERS, help="media decoding threads (default %(default)s)"
+        "--workers",
+        type=int,
+        help=f"media decoding threads (default {DEFAULT_NUM_WORKERS}); with OUT_DIR/: worker processes "
+        "(default: the cores available)",
     )
     run_group.add_argument("--instruction", help="task instruction prepended to every item (Instruct checkpoints)")
     run_group.add_argument(
@@ -84,7 +114,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     run_group.add_argument("--errors", type=Path, help="errors file for --on-error skip (default: OUT.errors.jsonl)")
     run_group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    stored = parser.add_argument_group("stored precision")
+    bulk = parser.add_argument_group("corpus scale (--output OUT_DIR/)")
+    bulk.add_argument("--engine", choices=ENGINES, help="local: this machine (default); ray: a Ray cluster")
+    bulk.add_argument("--ray-address", help="the Ray cluster to join (--engine ray)")
+    bulk.add_argument("--shard-size", type=int, help=f"rows per shard (default {DEFAULT_SHARD_SIZE})")
+    bulk.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        help="GPUs per model replica (local: 0 for the CPU, 0.5 for two replicas per GPU; default: one per GPU)",
+    )
+    stored = parser.add_argument_group("stored precision (--output FILE)")
     stored.add_argument(
         "--precision",
         choices=[precision.value for precision in Precision],
@@ -102,6 +141,81 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if is_folder_output(args.output):
+        return _run_sharded(args)
+    return _run_file(args)
+
+
+def _run_sharded(args: argparse.Namespace) -> int:
+    """Every SOURCE into a folder of shards (resumable)."""
+    from unite.bulk.run import run_bulk
+
+    for flag, given in (
+        ("--precision", args.precision != Precision.FLOAT32.value),
+        ("--calibration", args.calibration is not None),
+        ("--errors", args.errors is not None),
+    ):
+        if given:
+            raise ConfigError(f"{flag} applies to an --output file, not to a folder of shards ({args.output})")
+    if args.ray_address is not None and args.engine != "ray":
+        raise ConfigError("--ray-address only applies with --engine ray")
+    job = BulkJob(
+        model=args.model,
+        revision=args.revision,
+        device=args.device,
+        dtype=args.dtype,
+        attn_implementation=args.attn_implementation,
+        setting_overrides=setting_overrides(args),
+        instruction=args.instruction,
+        batch_size=args.batch_size,
+        max_tokens_per_batch=args.max_tokens_per_batch,
+        on_error=args.on_error,
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
+        engine=args.engine or "local",
+        ray_address=args.ray_address,
+    )
+    shard_size = DEFAULT_SHARD_SIZE if args.shard_size is None else args.shard_size
+    summary = run_bulk(args.sources, args.output, job, shard_size=shard_size, show_progress=not args.no_progress)
+    sys.stderr.write(_bulk_summary(summary))
+    return 0
+
+
+def _bulk_summary(summary: BulkSummary) -> str:
+    rate = summary.items / summary.seconds if summary.seconds > 0 else 0.0
+    text = (
+        f"unite: encoded {summary.items} items ({summary.items_failed} failed) in {summary.seconds:.1f} s, "
+        f"{rate:.1f} items/s; {summary.output}: {summary.shards} shards ({summary.reused} already complete, "
+        f"{summary.written} written), {summary.ok} of {summary.rows} rows embedded, {summary.failed} failed\n"
+    )
+    if summary.workers and summary.seconds > 0:
+        each = ", ".join(f"{w.name} {w.items / summary.seconds:.1f}" for w in summary.workers)
+        text += f"unite: items/s per worker: {each}\n"
+    return text
+
+
+def _run_file(args: argparse.Namespace) -> int:
+    """One ITEMS.jsonl into one embeddings file (the behaviour before shards)."""
+    for flag, given in (
+        ("--engine", args.engine),
+        ("--ray-address", args.ray_address),
+        ("--shard-size", args.shard_size),
+        ("--gpus-per-worker", args.gpus_per_worker),
+    ):
+        if given is not None:
+            raise ConfigError(f"{flag} applies to a folder of shards (--output OUT_DIR/), not to {args.output}")
+    if "://" in args.output:
+        raise ConfigError(f"--output {args.output}: a URI must name a folder of shards, ending with /")
+    if len(args.sources) != 1:
+        raise ConfigError(
+            f"--output {args.output} takes one ITEMS.jsonl, got {len(args.sources)} sources; several sources "
+            "need a folder of shards (--output OUT_DIR/)"
+        )
+    args.items, args.output = Path(args.sources[0]), Path(args.output)
+    if args.items.suffix.lower() == ".parquet":
+        raise ConfigError(f"{args.items}: a Parquet source needs a folder of shards (--output OUT_DIR/)")
+    if args.workers is None:
+        args.workers = DEFAULT_NUM_WORKERS
     if args.output.suffix not in FORMATS:
         raise ConfigError(f"--output must end with {' or '.join(FORMATS)}, got {args.output}")
     if args.errors is not None and args.on_error == "raise":
@@ -188,4 +302,3 @@ def _encode_lines(args: argparse.Namespace, records: list[JsonlRecord]) -> tuple
     failures = [(record.line, str(record.error)) for record in records if record.error is not None]
     failures += [(valid[i].line, f"{args.items}:{valid[i].line}: {message}") for i, message in result.errors]
     return embeddings, ok, sorted(failures)
-

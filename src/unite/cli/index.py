@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from unite.cli.options import add_model_options, encoder_from_args
+from unite.cli.options import add_model_options, encoder_from_args, setting_overrides
 from unite.errors import ConfigError
+from unite.index.storage import location_arg
 
 __all__ = ["add_parser"]
 
@@ -36,12 +37,21 @@ where it takes 50 (docs/search.md).
 That is the LanceDB backend; Qdrant uses its own scalar (int8) or binary quantisation with rescoring on a server,
 and stores float32 only in embedded mode.
 
+--from-embeddings OUT_DIR takes the vectors of `unite encode SOURCE... --output OUT_DIR/` instead of a model: the
+index records the shards' model, settings and weights fingerprint (an index made with others refuses them), each
+ok row is indexed as a direct build of its source line would index it (same id, content hash, text, metadata and
+relative media path, re-read from the source), rows without an id get the id NAME:LINE (file name, 1-based line
+or Parquet row), failed rows are reported. Incomplete shards, shards whose sha256 differs from the manifest's and
+sources changed since they were encoded are refused. --index and --from-embeddings may be URIs (file://, s3://,
+gs://), opened through LanceDB and pyarrow's filesystems.
+
 examples:
   unite index build ~/photos --index photos.index --model friedrichor/Unite-Base-Qwen2-VL-2B
   unite index build ~/photos --index photos-int8.index --model ... --vector-precision int8
   unite index build ~/photos --index photos.index --sync
   unite index build ~/videos --index videos.index --model ... --clip-seconds 10 --sync
   unite index build items.jsonl --index items.index --model ... --backend qdrant --qdrant-url http://host:6333
+  unite index build --from-embeddings vectors/ --index s3://bucket/items.index
 """
 
 
@@ -54,13 +64,23 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     build = actions.add_parser(
         "build",
-        help="index a folder or a JSONL file of items (incremental)",
-        description="Embed a folder or JSONL file into an index; reruns encode only what changed.",
+        help="index a folder, a JSONL file of items or embedding shards (incremental)",
+        description="Embed a folder or JSONL file into an index, or index the shards of `unite encode --output "
+        "OUT_DIR/` without the model; reruns write only what changed.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    build.add_argument("source", metavar="SOURCE", type=Path, help="folder or .jsonl file")
-    build.add_argument("--index", required=True, type=Path, help="index folder (created if absent)")
+    build.add_argument("source", metavar="SOURCE", type=Path, nargs="?", help="folder or .jsonl file")
+    build.add_argument(
+        "--from-embeddings",
+        metavar="OUT_DIR",
+        type=location_arg,
+        help="instead of SOURCE: the shards of `unite encode ... --output OUT_DIR/` (a folder or a URI), indexed "
+        "without the model",
+    )
+    build.add_argument(
+        "--index", required=True, type=location_arg, help="index folder or URI, e.g. s3://bucket/ix (created if absent)"
+    )
     add_model_options(
         build,
         model_required=False,
@@ -94,7 +114,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     build.set_defaults(run=run_build)
 
     info = actions.add_parser("info", help="show an index's model, settings and size")
-    info.add_argument("--index", required=True, type=Path, help="index folder")
+    info.add_argument("--index", required=True, type=location_arg, help="index folder or URI")
     info.set_defaults(run=run_info)
 
     stats = actions.add_parser(
@@ -103,7 +123,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Show what an index holds: items per modality, total, size on disk, table version (LanceDB), "
         "backend, model and the fingerprint of the weights it was built with.",
     )
-    stats.add_argument("--index", required=True, type=Path, help="index folder")
+    stats.add_argument("--index", required=True, type=location_arg, help="index folder or URI")
     stats.add_argument("--json", action="store_true", help="print JSON")
     stats.set_defaults(run=run_stats)
 
@@ -113,7 +133,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Remove entries by id (one commit). Exits 1 when none of the ids is in the index. A later "
         "build adds an entry back if its file is still in the source.",
     )
-    remove.add_argument("--index", required=True, type=Path, help="index folder")
+    remove.add_argument("--index", required=True, type=location_arg, help="index folder or URI")
     remove.add_argument("ids", nargs="+", metavar="ID", help="entry ids, as search shows them")
     remove.set_defaults(run=run_remove)
 
@@ -142,15 +162,27 @@ def run_build(args: argparse.Namespace) -> int:
 
     from unite.index import build_index, create_store, scan_source
     from unite.index.sources import check_source
+    from unite.index.storage import local_path
 
     _check_build_args(args)
+    if args.from_embeddings is not None:
+        return run_ingest(args)
     check_source(args.source)  # before anything is loaded or created
     existing = _existing_manifest(args.index)
     calibration = _check_precision_args(args, existing)
     encoder = _load_encoder(args, existing)
-    manifest = _build_manifest(args, existing, encoder, calibration)
+    manifest = _build_manifest(
+        args,
+        existing,
+        (args.model, encoder.settings.to_dict(), encoder.embedding_dim, getattr(encoder, "weights_fingerprint", None)),
+        calibration,
+    )
     entries = scan_source(
-        args.source, clip_seconds=args.clip_seconds, settings=encoder.settings, skip=args.index, on_error=args.on_error
+        args.source,
+        clip_seconds=args.clip_seconds,
+        settings=encoder.settings,
+        skip=local_path(args.index),
+        on_error=args.on_error,
     )
     store = create_store(args.index, manifest, api_key=os.environ.get("QDRANT_API_KEY"))
 
@@ -169,13 +201,64 @@ def run_build(args: argparse.Namespace) -> int:
             progress=bar.update,
         )
     store.close()
+    return _report(args, report)
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    """``--from-embeddings OUT_DIR``: the shards' vectors into the index, with the model and settings they record."""
+    from tqdm import tqdm
+
+    from unite.index import create_store
+    from unite.index.build import ingest_vectors
+    from unite.index.shards import ShardVectors, read_shards, scan_shards
+    from unite.index.store import check_same_encoding
+
+    shards = read_shards(args.from_embeddings)  # refuses incomplete shards before anything is created
+    existing = _existing_manifest(args.index)
+    calibration = _check_precision_args(args, existing)
+    same_weights = existing is not None and existing.model_fingerprint == shards.model_fingerprint
+    model = existing.model if same_weights and shards.model_fingerprint else shards.model  # the one found here
+    encoding = (model, shards.settings, shards.dim, shards.model_fingerprint)
+    manifest = _build_manifest(args, existing, encoding, calibration)
+    if existing is not None:
+        check_same_encoding(args.index, existing, manifest)  # before the shards are read
+    entries = scan_shards(shards, on_error=args.on_error)
+    store = create_store(args.index, manifest, api_key=os.environ.get("QDRANT_API_KEY"))
+    with tqdm(total=len(entries), disable=args.no_progress, desc="Indexing", unit="item") as bar:
+        bar.update(0)
+        report = ingest_vectors(
+            store,
+            entries,
+            ShardVectors(shards, entries.positions),
+            sync=args.sync,
+            commit_every=args.commit_every,
+            progress=bar.update,
+        )
+    store.close()
+    return _report(args, report)
+
+
+def _report(args: argparse.Namespace, report: Any) -> int:
     for record_id, reason in report.failed:
         sys.stderr.write(f"unite: skipped {record_id}: {reason}\n")
     sys.stdout.write(f"{args.index}: {report.summary()}\n")
     return 1 if report.failed and not report.encoded and not report.unchanged else 0
 
 
+#: Options of a build that encodes, which the shards' manifest decides for --from-embeddings.
+_ENCODING_OPTIONS = ("model", "revision", "device", "dtype", "clip_seconds")
+
+
 def _check_build_args(args: argparse.Namespace) -> None:
+    if (args.source is None) == (args.from_embeddings is None):
+        raise ConfigError("give either SOURCE (a folder or .jsonl file) or --from-embeddings OUT_DIR")
+    if args.from_embeddings is not None:
+        given = [name for name in _ENCODING_OPTIONS if getattr(args, name) is not None] + list(setting_overrides(args))
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ConfigError(
+                f"--from-embeddings takes the model and encoding settings from the shards' manifest; drop {flags}"
+            )
     if args.clip_seconds is not None and args.clip_seconds <= 0:
         raise ConfigError(f"--clip-seconds must be positive, got {args.clip_seconds}")
     if args.commit_every < 1 or args.batch_size < 1:
@@ -198,11 +281,12 @@ def _check_precision_args(args: argparse.Namespace, existing: Any) -> Any:
     return Calibration.load(args.calibration) if args.calibration is not None else None
 
 
-def _existing_manifest(index: Path) -> Any:
+def _existing_manifest(index: Any) -> Any:
     from unite.index import read_manifest
+    from unite.index.storage import exists
     from unite.index.store import MANIFEST_FILE
 
-    return read_manifest(index) if (index / MANIFEST_FILE).is_file() else None
+    return read_manifest(index) if exists(index, MANIFEST_FILE) else None
 
 
 def _load_encoder(args: argparse.Namespace, existing: Any) -> Any:
@@ -217,14 +301,19 @@ def _load_encoder(args: argparse.Namespace, existing: Any) -> Any:
     return encoder_from_args(args, EncodingSettings.from_dict(existing.settings) if existing else None)
 
 
-def _build_manifest(args: argparse.Namespace, existing: Any, encoder: Any, calibration: Any = None) -> Any:
-    """The manifest of this build: the arguments given, else what the index records, else the defaults."""
+def _build_manifest(
+    args: argparse.Namespace, existing: Any, encoding: tuple[str, dict, int, str | None], calibration: Any = None
+) -> Any:
+    """The manifest of this build: the arguments given, else what the index records, else the defaults.
+
+    ``encoding`` is ``(model, settings dict, embedding size, weights fingerprint)`` of the encoder or the shards.
+    """
     from unite.index import DEFAULT_ANN_THRESHOLD, IndexManifest
 
-    if calibration is not None and calibration.dim != encoder.embedding_dim:
+    model, settings, dim, fingerprint = encoding
+    if calibration is not None and calibration.dim != dim:
         raise ConfigError(
-            f"--calibration {args.calibration}: ranges for {calibration.dim} dimensions, the model gives "
-            f"{encoder.embedding_dim}"
+            f"--calibration {args.calibration}: ranges for {calibration.dim} dimensions, the model gives {dim}"
         )
 
     backend = args.backend or (existing.backend if existing else "lancedb")
@@ -234,13 +323,13 @@ def _build_manifest(args: argparse.Namespace, existing: Any, encoder: Any, calib
         raise ConfigError("--qdrant-url needs --backend qdrant")
     return IndexManifest(
         backend=backend,
-        model=args.model,
-        settings=encoder.settings.to_dict(),
-        dim=encoder.embedding_dim,
+        model=model,
+        settings=settings,
+        dim=dim,
         ann_threshold=args.ann_threshold or (existing.ann_threshold if existing else DEFAULT_ANN_THRESHOLD),
         url=url,
         collection=args.collection or (existing.collection if same else "unite"),
-        model_fingerprint=getattr(encoder, "weights_fingerprint", None),
+        model_fingerprint=fingerprint,
         vector_precision=args.vector_precision or (existing.vector_precision if existing else "float32"),
         calibration=calibration.to_dict() if calibration is not None else None,
         rescore_factor=args.rescore_factor or (existing.rescore_factor if existing else None),

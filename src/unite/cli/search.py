@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from unite.errors import ConfigError, InputError
+from unite.index.storage import location_arg
 
 __all__ = ["add_parser", "encoder_for_index", "format_table", "model_for_index"]
 
@@ -40,7 +41,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("text", nargs="?", metavar="TEXT", help="query text")
-    parser.add_argument("--index", required=True, type=Path, help="index folder")
+    parser.add_argument("--index", required=True, type=location_arg, help="index folder or URI")
     parser.add_argument("--image", help="query image file")
     parser.add_argument("--video", help="query video file")
     parser.add_argument("--modality", help="keep only this target modality: text, image, video or e.g. text,image")

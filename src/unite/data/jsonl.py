@@ -24,11 +24,15 @@ from unite.errors import InputError
 from unite.types import Item, check_unicode
 
 __all__ = [
+    "ITEM_EXTRA_KEYS",
     "JsonLine",
     "JsonlRecord",
     "TextLine",
+    "count_lines",
     "holds_json_array",
+    "item_record",
     "read_item_lines",
+    "read_item_range",
     "read_json_file",
     "read_json_lines",
     "read_text_lines",
@@ -36,6 +40,9 @@ __all__ = [
 ]
 
 BOM = "\ufeff"
+#: Keys an item line may carry besides the item's own: its ``id`` and free ``metadata`` (an object, kept by index
+#: builds), set aside before the item is parsed.
+ITEM_EXTRA_KEYS = ("id", "metadata")
 _BOM_BYTES = BOM.encode("utf-8")
 _JSON_TYPES = {type(None): "null", bool: "boolean", float: "number", list: "array", dict: "object"}
 
@@ -76,26 +83,71 @@ class JsonlRecord:
     error: InputError | None = None
 
 
-def read_text_lines(path: str | Path) -> Iterator[TextLine]:
+def read_text_lines(
+    path: str | Path, offset: int = 0, first_line: int = 1, limit: int | None = None
+) -> Iterator[TextLine]:
     """Lines of ``path`` by the rules of this module: bytes split on ``\\n``, each decoded on its own.
 
-    The file is opened now and read as the iterator is consumed.
+    The file is opened now and read as the iterator is consumed. A range of lines is read without reading what
+    comes before it: ``offset`` is the byte offset where line ``first_line`` starts (see :func:`count_lines`),
+    and at most ``limit`` lines are read from there.
 
     Raises:
         InputError: the file cannot be opened or read.
     """
     path = Path(path)
-    return _decoded_lines(_open(path), path)
+    handle = _open(path)
+    if offset:
+        try:
+            handle.seek(offset)
+        except OSError as error:
+            handle.close()
+            raise InputError(f"{path}:{first_line}: cannot read ({error})") from None
+    return _decoded_lines(handle, path, first_line - 1, limit)
 
 
-def read_json_lines(path: str | Path) -> Iterator[JsonLine]:
+def read_json_lines(
+    path: str | Path, offset: int = 0, first_line: int = 1, limit: int | None = None
+) -> Iterator[JsonLine]:
     """Every line of ``path`` parsed as JSON, in order, each with its value or its error; never raises per line.
+
+    ``offset``, ``first_line`` and ``limit`` read a range of lines, as in :func:`read_text_lines`.
 
     Raises:
         InputError: the file cannot be opened or read (not for a bad line).
     """
     path = Path(path)
-    return (_parse_json_line(line, path) for line in read_text_lines(path))
+    return (_parse_json_line(line, path) for line in read_text_lines(path, offset, first_line, limit))
+
+
+def count_lines(path: str | Path, every: int | None = None) -> tuple[int, list[int]]:
+    """The number of lines of ``path`` by the rules of this module, streamed, and where runs of lines start.
+
+    Args:
+        path: the file.
+        every: when given, the byte offsets of lines 1, 1 + every, 1 + 2 * every, ... are returned, so that
+            :func:`read_text_lines` can start a run of ``every`` lines without reading the lines before it.
+
+    Returns:
+        (lines, offsets); ``offsets`` is empty when ``every`` is None.
+
+    Raises:
+        InputError: the file cannot be opened or read.
+    """
+    path = Path(path)
+    lines, position, offsets = 0, 0, []
+    with _open(path) as handle:
+        while True:
+            try:
+                raw = handle.readline()
+            except OSError as error:
+                raise InputError(f"{path}:{lines + 1}: cannot read ({error})") from None
+            if not raw:
+                return lines, offsets
+            if every is not None and lines % every == 0:
+                offsets.append(position)
+            lines += 1
+            position += len(raw)
 
 
 def read_json_file(path: str | Path) -> Any:
@@ -153,7 +205,7 @@ def validate_id(value: Any) -> str | int:
     return value
 
 
-def read_item_lines(path: str | Path, extra_keys: tuple[str, ...] = ("id",)) -> list[JsonlRecord]:
+def read_item_lines(path: str | Path, extra_keys: tuple[str, ...] = ITEM_EXTRA_KEYS) -> list[JsonlRecord]:
     """Parse every line of ``path`` into an item; relative media paths resolve against the file's folder.
 
     A line is a JSON object in the item dict form (``extra_keys`` such as ``id`` are set aside; an ``id`` must
@@ -165,6 +217,24 @@ def read_item_lines(path: str | Path, extra_keys: tuple[str, ...] = ("id",)) -> 
     """
     path = Path(path)
     return [_item_record(line, path, extra_keys) for line in read_json_lines(path)]
+
+
+def read_item_range(
+    path: str | Path, offset: int, first_line: int, limit: int, extra_keys: tuple[str, ...] = ITEM_EXTRA_KEYS
+) -> list[JsonlRecord]:
+    """:func:`read_item_lines` for ``limit`` lines from line ``first_line``, which starts at byte ``offset``.
+
+    Raises:
+        InputError: the file cannot be opened or read at all.
+    """
+    path = Path(path)
+    return [_item_record(line, path, extra_keys) for line in read_json_lines(path, offset, first_line, limit)]
+
+
+def item_record(value: Any, line: int, path: str | Path, extra_keys: tuple[str, ...] = ITEM_EXTRA_KEYS) -> JsonlRecord:
+    """One already parsed value (a row of a Parquet file, ...) checked exactly like a line of an items file:
+    the record of :func:`read_item_lines` for a line ``line`` of ``path`` that held ``value``."""
+    return _item_record(JsonLine(line, value), Path(path), extra_keys)
 
 
 # ------------------------------------------------------------------------------------------------ internals
@@ -186,10 +256,10 @@ def _read(handle: BinaryIO, path: Path, size: int = -1) -> bytes:
         raise InputError(f"{path}: cannot read ({error})") from None
 
 
-def _decoded_lines(handle: BinaryIO, path: Path) -> Iterator[TextLine]:
-    number = 0
+def _decoded_lines(handle: BinaryIO, path: Path, number: int = 0, limit: int | None = None) -> Iterator[TextLine]:
+    end = None if limit is None else number + limit
     with handle:
-        while True:
+        while end is None or number < end:
             try:
                 raw = handle.readline()
             except OSError as error:
@@ -242,6 +312,9 @@ def _item_record(line: JsonLine, path: Path, extra_keys: tuple[str, ...]) -> Jso
             extras = {key: data.pop(key) for key in extra_keys if key in data}
             if "id" in extras:
                 record_id = validate_id(extras["id"])
+            if not isinstance(extras.get("metadata", {}), dict):
+                kind = _JSON_TYPES.get(type(extras["metadata"]), type(extras["metadata"]).__name__)
+                raise InputError(f"'metadata' must be an object, got {kind}")
         item = Item(text=data) if isinstance(data, str) else Item.from_dict(data, base_dir=path.parent)
     except InputError as error:
         reason = str(error)

@@ -2,7 +2,8 @@
 
 Every batch is one atomic commit, so a build that is killed loses at most the batch in flight; the index stays
 searchable, and the next build picks up where it stopped (committed entries carry their content hash and are
-skipped). The encoder is any callable, so this module knows nothing about models.
+skipped). The encoder is any callable, so this module knows nothing about models; :func:`ingest_vectors` takes
+vectors computed before (embedding shards) through the same plan and commits.
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ from unite.index.sources import Entry, Scan, Skipped, locate, materialize
 from unite.index.store import Record, VectorStore
 from unite.settings import EncodingSettings
 
-__all__ = ["DEFAULT_COMMIT_EVERY", "BuildPlan", "BuildReport", "EmbedResult", "build_index", "plan_build"]
+__all__ = [
+    "DEFAULT_COMMIT_EVERY",
+    "BuildPlan",
+    "BuildReport",
+    "EmbedResult",
+    "build_index",
+    "ingest_vectors",
+    "plan_build",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -146,19 +155,65 @@ def build_index(
     Returns:
         What was added, updated, deleted and what failed (failed entries are retried by the next build).
     """
-    started = time.perf_counter()
     settings = settings or EncodingSettings()
+
+    def encode(batch: list[Entry], report: BuildReport) -> list[Record]:
+        return _encode_batch(batch, embed, settings, report)
+
+    return _update(store, entries, encode, sync, commit_every, progress)
+
+
+def ingest_vectors(
+    store: VectorStore,
+    entries: Sequence[Entry],
+    vectors: Callable[[list[Entry]], np.ndarray],
+    sync: bool = False,
+    commit_every: int = DEFAULT_COMMIT_EVERY,
+    progress: Callable[[int], None] | None = None,
+) -> BuildReport:
+    """Bring ``store`` up to date with entries whose vectors were computed before (embedding shards).
+
+    The same plan, commits and ``--sync`` rules as :func:`build_index`; new and changed entries take their
+    vectors from ``vectors`` instead of a model.
+
+    Args:
+        store: the open index.
+        entries: from :func:`unite.index.shards.scan_shards` (a :class:`Scan`: its ``skipped.invalid`` rows are
+            reported as failed, and the records of ``skipped.kept`` sources stay).
+        vectors: entries -> (N, D) float32, row i the vector of entry i, stored as given.
+        sync: also delete the entries of sources that are gone.
+        commit_every: entries per commit.
+        progress: called with the number of entries just handled.
+    """
+
+    def take(batch: list[Entry], report: BuildReport) -> list[Record]:
+        rows = np.asarray(vectors(batch), dtype=np.float32)
+        return [_record(entry, row) for entry, row in zip(batch, rows)]
+
+    return _update(store, entries, take, sync, commit_every, progress)
+
+
+def _update(
+    store: VectorStore,
+    entries: Sequence[Entry],
+    make_records: Callable[[list[Entry], BuildReport], list[Record]],
+    sync: bool,
+    commit_every: int,
+    progress: Callable[[int], None] | None,
+) -> BuildReport:
+    """Plan against the store, delete what is stale, then write ``make_records`` of each batch in one commit."""
+    started = time.perf_counter()
     existing = store.content_hashes()
     skipped = entries.skipped if isinstance(entries, Scan) else Skipped()
     plan = plan_build(entries, existing, sync=sync, skipped=skipped)
     report = BuildReport(scanned=len(entries), unchanged=plan.unchanged, skipped=skipped)
-    report.failed.extend(skipped.invalid)  # JSONL lines that could not be used: reported, retried next time
+    report.failed.extend(skipped.invalid)  # lines or rows that could not be used: reported, retried next time
     if plan.delete:
         store.delete(plan.delete)
         report.deleted = len(plan.delete)
     for start in range(0, len(plan.encode), commit_every):
         batch = plan.encode[start : start + commit_every]
-        records = _encode_batch(batch, embed, settings, report)
+        records = make_records(batch, report)
         store.upsert(records)
         for record in records:
             if record.id in existing:
@@ -192,23 +247,25 @@ def _encode_batch(
         if not result.ok[index]:
             report.failed.append((entry.id, reasons.get(index, "not embedded")))
             continue
-        root, path = _location(entry)
-        records.append(
-            Record(
-                id=entry.id,
-                vector=np.asarray(result.embeddings[index], dtype=np.float32),
-                modality=entry.modality,
-                source=entry.source,
-                content_hash=entry.content_hash,
-                path=path,
-                start=entry.start,
-                end=entry.end,
-                text=entry.text,
-                metadata=entry.metadata,
-                root=root,
-            )
-        )
+        records.append(_record(entry, result.embeddings[index]))
     return records
+
+
+def _record(entry: Entry, vector: np.ndarray) -> Record:
+    root, path = _location(entry)
+    return Record(
+        id=entry.id,
+        vector=np.asarray(vector, dtype=np.float32),
+        modality=entry.modality,
+        source=entry.source,
+        content_hash=entry.content_hash,
+        path=path,
+        start=entry.start,
+        end=entry.end,
+        text=entry.text,
+        metadata=entry.metadata,
+        root=root,
+    )
 
 
 def _location(entry: Entry) -> tuple[str, str]:

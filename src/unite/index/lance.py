@@ -24,7 +24,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from unite.errors import ConfigError
+from unite.index import storage
 from unite.index.quantized import asymmetric_candidates, byte_columns, cosine_rescore, int8_candidates
+from unite.index.storage import Location
 from unite.index.store import (
     Hit,
     IndexManifest,
@@ -75,12 +77,12 @@ def _quote(value: str) -> str:
 class LanceStore(VectorStore):
     """The default backend: ``DIR/items.lance``, readable while a build writes to it."""
 
-    def __init__(self, folder: Path, manifest: IndexManifest) -> None:
+    def __init__(self, folder: Location, manifest: IndexManifest) -> None:
         import pyarrow as pa
 
         self.manifest = manifest
-        self.folder = Path(folder)
-        self._db = _lancedb().connect(str(self.folder))
+        self.folder = folder if storage.is_uri(folder) else Path(folder)
+        self._db = _lancedb().connect(str(self.folder))  # a path, or a URI LanceDB opens itself
         self._schema = pa.schema(
             [
                 ("id", pa.string()),
@@ -310,7 +312,7 @@ class LanceStore(VectorStore):
         table = self._read(lambda: self._table.search().select(["modality"]).limit(None).to_arrow())
         bits, counts = np.unique(np.asarray(table["modality"].to_numpy(), dtype=np.int64), return_counts=True)
         items = {modality_name(int(b)): int(c) for b, c in zip(bits, counts)}
-        size = sum(file.stat().st_size for file in (self.folder / f"{TABLE}.lance").rglob("*") if file.is_file())
+        size = storage.tree_size(storage.join(self.folder, f"{TABLE}.lance"))
         return {"items": items, "total": int(counts.sum()), "bytes": size, "version": self.version()}
 
     def has_ann_index(self) -> bool:

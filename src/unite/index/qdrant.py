@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from unite.errors import ConfigError
+from unite.index.storage import Location, local_path
 from unite.index.store import Hit, IndexManifest, Record, VectorStore, _check_vector, check_modality, modality_name
 
 __all__ = ["QdrantStore"]
@@ -36,14 +37,14 @@ def _point_id(record_id: str) -> str:
 class QdrantStore(VectorStore):
     """``manifest.url`` set: a Qdrant server; unset: embedded local mode in ``DIR/qdrant`` (one process at a time)."""
 
-    def __init__(self, folder: Path, manifest: IndexManifest, api_key: str | None = None) -> None:
+    def __init__(self, folder: Location, manifest: IndexManifest, api_key: str | None = None) -> None:
         try:
             from qdrant_client import QdrantClient, models
         except ImportError:
             raise ConfigError("the Qdrant backend needs qdrant-client: pip install 'unite-embed[index]'") from None
         self.manifest = manifest
         self._models = models
-        self._local = None if manifest.url else Path(folder) / "qdrant"
+        self._local = None if manifest.url else _local_folder(folder) / "qdrant"
         if self._local is None:
             self._client = QdrantClient(url=manifest.url, api_key=api_key)
         else:
@@ -163,7 +164,22 @@ def _quantization_config(models: Any, precision: str) -> Any:
     return None
 
 
-def _local_client(client: Any, path: Path, folder: Path) -> Any:
+def _local_folder(folder: Location) -> Path:
+    """The local folder embedded Qdrant keeps its files in (a path, or a ``file:`` URI).
+
+    Raises:
+        ConfigError: ``folder`` is on object storage, which embedded Qdrant cannot use.
+    """
+    local = local_path(folder)
+    if local is None:
+        raise ConfigError(
+            f"{folder}: embedded Qdrant keeps its files in a local folder; give --index as a local folder, or use a "
+            "Qdrant server (--backend qdrant --qdrant-url URL), or the lancedb backend"
+        )
+    return local
+
+
+def _local_client(client: Any, path: Path, folder: Location) -> Any:
     """Embedded Qdrant in ``path``; one process at a time, and saying so in one line when another holds it."""
     try:
         return client(path=str(path))

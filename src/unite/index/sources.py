@@ -31,7 +31,9 @@ __all__ = [
     "Entry",
     "Scan",
     "Skipped",
+    "check_item_id",
     "check_source",
+    "item_entry",
     "locate",
     "materialize",
     "scan_folder",
@@ -53,7 +55,8 @@ class Entry:
     Attributes:
         id: unique key (folder: the path relative to the folder; clip: ``path#t=START,END``; JSONL: its ``id``).
         item: the item dict (``text``, ``image``, ``video`` with absolute paths) handed to the encoder.
-        source: what the entry came from (a relative path or ``jsonl:ID``); ``--sync`` and clips group by it.
+        source: what the entry came from (a relative path, ``jsonl:ID``, or ``parquet:ID`` for a row of a Parquet
+            source of embedding shards); ``--sync`` and clips group by it.
         content_hash: sha256 of the file (and, for JSONL, of the line and its media).
         path: the file shown and thumbnailed, relative to ``root`` in POSIX form ("" for inline text).
         start, end: clip time range in seconds.
@@ -332,7 +335,8 @@ def scan_jsonl(path: Path, on_error: str = "raise") -> Scan:
         except InputError as error:
             if on_error == "raise":
                 raise
-            scan.skipped.invalid.append((f"{path.name}:{line.number}", str(error).removeprefix(f"{path}:")))
+            reason = str(error).removeprefix(f"{path}:{line.number}: ")  # the report names NAME:LINE already
+            scan.skipped.invalid.append((f"{path.name}:{line.number}", reason))
             record_id = line.value.get("id") if isinstance(line.value, dict) else None
             if isinstance(record_id, (str, int)) and not isinstance(record_id, bool) and str(record_id) not in seen:
                 scan.skipped.kept.add(f"jsonl:{record_id}")
@@ -363,10 +367,32 @@ def _jsonl_entry(data: Any, base_dir: Path) -> Entry:
         raise InputError(f"expected a JSON object, got {type(data).__name__}")
     data = dict(data)
     record_id, metadata = data.pop("id", None), data.pop("metadata", {})
+    return item_entry(data, base_dir, check_item_id(record_id), metadata)
+
+
+def check_item_id(record_id: Any) -> str:
+    """An item's ``id`` as the index keys it: a non-empty string (valid UTF-8) or an integer, as a string.
+
+    Raises:
+        InputError: naming what arrived instead.
+    """
     if not isinstance(record_id, (str, int)) or isinstance(record_id, bool) or str(record_id) == "":
         raise InputError(f"field 'id' must be a non-empty string or integer, got {record_id!r}")
     if isinstance(record_id, str):
         check_unicode(record_id, "field 'id'")
+    return str(record_id)
+
+
+def item_entry(data: dict[str, Any], base_dir: Path, record_id: str, metadata: Any, source: str | None = None) -> Entry:
+    """The entry of one item ``{"text", "image", "video", "instruction"}`` (its id and metadata set apart).
+
+    The content hash is the sha256 of the item as JSON with sorted keys, followed by the bytes of each of its
+    media files in order, so an edit of the item or of any of its files changes it. ``path`` is the first media
+    file (absolute; :func:`locate` makes it relative), ``source`` defaults to ``jsonl:ID``.
+
+    Raises:
+        InputError: a bad item, metadata that is not an object, a missing media file.
+    """
     if not isinstance(metadata, dict):
         raise InputError(f"field 'metadata' must be an object, got {type(metadata).__name__}")
     try:
@@ -379,22 +405,22 @@ def _jsonl_entry(data: Any, base_dir: Path) -> Entry:
     media_paths: list[str] = []
     for key, sources in (("image", item.images), ("video", item.videos)):
         values = []
-        for source in sources:
-            for file in source if isinstance(source, list) else [source]:
+        for media in sources:
+            for file in media if isinstance(media, list) else [media]:
                 file_path = Path(str(file))
                 if not file_path.is_file():
                     raise InputError(f"{key} file {file_path} not found")
                 file_hash(file_path, digest)
                 media_paths.append(str(file_path))
-            values.append([str(f) for f in source] if isinstance(source, list) else str(source))
+            values.append([str(f) for f in media] if isinstance(media, list) else str(media))
         if values:
             resolved[key] = values[0] if len(values) == 1 else values
     text = item.plain_text.strip()
     return Entry(
-        str(record_id),
+        record_id,
         resolved,
         int(item.modality),
-        f"jsonl:{record_id}",
+        source or f"jsonl:{record_id}",
         digest.hexdigest(),
         path=media_paths[0] if media_paths else "",
         text=text[:TEXT_SNIPPET_CHARS],

@@ -1,8 +1,10 @@
 """The small store interface every backend implements, the records it holds and the index manifest.
 
 An index is a folder holding ``unite_index.json`` (the manifest: backend, model and its weights fingerprint,
-encoding settings, embedding size) beside the backend's own files. The manifest records how the corpus was encoded
-so that a query is always encoded the same way. Nothing here knows about models: vectors arrive as numpy arrays.
+encoding settings, embedding size) beside the backend's own files; the folder may be a storage URI
+(``file://``, ``s3://``, ``gs://``: :mod:`unite.index.storage`), the manifest then read and written through
+pyarrow's filesystem for it and the LanceDB table opened at the same URI. The manifest records how the corpus was
+encoded so that a query is always encoded the same way. Nothing here knows about models: vectors arrive as numpy arrays.
 
 Records keep ``path`` relative to ``root`` (the folder that was indexed); only :meth:`Hit.local_file` joins them,
 on the machine that holds the files, and :meth:`Hit.to_dict` never shows ``root`` or an absolute path.
@@ -14,7 +16,6 @@ import abc
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePath
@@ -23,7 +24,9 @@ from typing import Any
 import numpy as np
 
 from unite.errors import ConfigError
+from unite.index import storage
 from unite.index.quantized import check_vector_precision, default_rescore_factor
+from unite.index.storage import Location
 from unite.types import Modality
 
 __all__ = [
@@ -175,30 +178,25 @@ class IndexManifest:
         """How many first-stage candidates a search for ``k`` results rescores."""
         return k * (self.rescore_factor or default_rescore_factor(self.vector_precision))
 
-    def write(self, folder: Path) -> None:
-        """Write atomically (a temporary file renamed over the old one)."""
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(dir=folder, prefix=".manifest-", suffix=".tmp")
-        with os.fdopen(handle, "w") as stream:
-            json.dump(asdict(self), stream, indent=2)
-            stream.write("\n")
-        Path(name).replace(folder / MANIFEST_FILE)
+    def write(self, folder: Location) -> None:
+        """Write whole (locally a temporary file renamed over the old one; a URI's filesystem: one upload)."""
+        storage.write_bytes(folder, MANIFEST_FILE, (json.dumps(asdict(self), indent=2) + "\n").encode())
 
 
-def read_manifest(folder: str | Path) -> IndexManifest:
-    """Read ``DIR/unite_index.json``.
+def read_manifest(folder: Location) -> IndexManifest:
+    """Read ``DIR/unite_index.json`` (``DIR`` a local folder or a storage URI, :mod:`unite.index.storage`).
 
     Raises:
         ConfigError: the folder is not an index, or the manifest is malformed (naming the file and field).
     """
-    path = Path(folder) / MANIFEST_FILE
+    path = storage.join(folder, MANIFEST_FILE)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(storage.read_bytes(folder, MANIFEST_FILE))
     except FileNotFoundError:
         raise ConfigError(
             f"{folder}: not a unite index (no {MANIFEST_FILE}); build one with `unite index build`"
         ) from None
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ConfigError(f"{path}: cannot read the index manifest ({error})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object")
@@ -215,7 +213,7 @@ def read_manifest(folder: str | Path) -> IndexManifest:
     return IndexManifest(**{key: value for key, value in data.items() if key in known})
 
 
-def _check_quantization_fields(data: dict[str, Any], path: Path) -> None:
+def _check_quantization_fields(data: dict[str, Any], path: Location) -> None:
     precision = data.get("vector_precision", "float32")
     if not isinstance(precision, str):
         raise ConfigError(f"{path}: field 'vector_precision' must be a string, got {precision!r}")
@@ -306,30 +304,25 @@ def check_modality(modality: int | None) -> int | None:
     return int(Modality.parse(modality))
 
 
-def open_store(folder: str | Path, api_key: str | None = None) -> VectorStore:
-    """Open the index in ``folder`` with the backend its manifest names."""
-    folder = Path(folder)
+def open_store(folder: Location, api_key: str | None = None) -> VectorStore:
+    """Open the index in ``folder`` (a local folder or a storage URI) with the backend its manifest names."""
+    folder = _location(folder)
     return _backend(read_manifest(folder), folder, api_key)
 
 
-def create_store(folder: str | Path, manifest: IndexManifest, api_key: str | None = None) -> VectorStore:
-    """Open the index in ``folder``, creating it when absent.
+def create_store(folder: Location, manifest: IndexManifest, api_key: str | None = None) -> VectorStore:
+    """Open the index in ``folder`` (a local folder or a storage URI), creating it when absent.
 
     Raises:
         ConfigError: the folder holds an index built with another model, encoding settings or backend (a query
             must be encoded the way the corpus was; use a new folder).
     """
-    folder = Path(folder)
+    folder = _location(folder)
     if manifest.backend not in BACKENDS:
         raise ConfigError(f"unknown backend {manifest.backend!r}; expected one of {', '.join(BACKENDS)}")
-    if (folder / MANIFEST_FILE).exists():
+    if storage.exists(folder, MANIFEST_FILE):
         existing = read_manifest(folder)
-        differences = manifest_differences(existing, manifest)
-        if differences:
-            raise ConfigError(
-                f"{folder / MANIFEST_FILE}: the index was built with other values: {'; '.join(differences)} "
-                "(index vs this build); use the same values or a new --index folder"
-            )
+        check_same_encoding(folder, existing, manifest)
         if manifest.model_fingerprint is None:  # keep what the index knows about its weights
             manifest = replace(manifest, model_fingerprint=existing.model_fingerprint)
         if manifest.calibration is None:  # and the int8 ranges its codes were made with
@@ -348,6 +341,20 @@ def create_store(folder: str | Path, manifest: IndexManifest, api_key: str | Non
     store = _backend(manifest, folder, api_key)
     manifest.write(folder)
     return store
+
+
+def check_same_encoding(folder: Location, existing: IndexManifest, manifest: IndexManifest) -> None:
+    """Refuse a build whose manifest differs from the index's (see :func:`manifest_differences`).
+
+    Raises:
+        ConfigError: naming every field that differs, with both values.
+    """
+    differences = manifest_differences(existing, manifest)
+    if differences:
+        raise ConfigError(
+            f"{storage.join(folder, MANIFEST_FILE)}: the index was built with other values: {'; '.join(differences)} "
+            "(index vs this build); use the same values or a new --index folder"
+        )
 
 
 def manifest_differences(existing: IndexManifest, manifest: IndexManifest) -> list[str]:
@@ -385,7 +392,12 @@ def _ranges(manifest: IndexManifest) -> tuple[Any, Any]:
     return calibration.get("min"), calibration.get("max")
 
 
-def _backend(manifest: IndexManifest, folder: Path, api_key: str | None) -> VectorStore:
+def _location(folder: Location) -> Location:
+    """A URI as given, anything else as a :class:`~pathlib.Path`."""
+    return folder if storage.is_uri(folder) else Path(folder)
+
+
+def _backend(manifest: IndexManifest, folder: Location, api_key: str | None) -> VectorStore:
     if manifest.backend == "lancedb":
         from unite.index.lance import LanceStore
 
@@ -394,4 +406,4 @@ def _backend(manifest: IndexManifest, folder: Path, api_key: str | None) -> Vect
         from unite.index.qdrant import QdrantStore
 
         return QdrantStore(folder, manifest, api_key=api_key)
-    raise ConfigError(f"{folder / MANIFEST_FILE}: unknown backend {manifest.backend!r}")
+    raise ConfigError(f"{storage.join(folder, MANIFEST_FILE)}: unknown backend {manifest.backend!r}")

@@ -23,7 +23,7 @@ from unite.types import Item, to_item
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_MAX_TOKENS_PER_BATCH", "EncodeResult", "UniteEncoder"]
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_MAX_TOKENS_PER_BATCH", "EncodeResult", "UniteEncoder", "as_item_error"]
 
 SETTINGS_FILE = "unite_config.json"
 DEFAULT_BATCH_SIZE = 32
@@ -281,6 +281,31 @@ class UniteEncoder:
         embeddings = run.embeddings if convert_to == "numpy" else torch.from_numpy(run.embeddings)
         return EncodeResult(embeddings, run.ok, sorted(run.errors))
 
+    def embed_prepared(
+        self,
+        features: Sequence[Features],
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_tokens_per_batch: int = DEFAULT_MAX_TOKENS_PER_BATCH,
+    ) -> EncodeResult:
+        """Embed features prepared elsewhere (:meth:`ItemProcessor.prepare` in another process or machine).
+
+        The features are sorted by token count and batched by the same token budget as :meth:`encode_with_errors`
+        (at most ``batch_size`` items and ``max_tokens_per_batch`` padded tokens per batch); a batch that fails
+        inside the model is retried item by item, and an item that still fails gets its own error
+        (``the model failed on this item alone: ...``). Never raises for an item.
+
+        Returns:
+            :class:`EncodeResult` over ``features`` in their order: (N, D) float32 rows, zero where failed.
+        """
+        if batch_size < 1 or max_tokens_per_batch < 1:
+            raise ConfigError("batch_size and max_tokens_per_batch must be at least 1")
+        run = _Run(len(features), self.embedding_dim, "skip")
+        lengths = {index: len(feature.input_ids) for index, feature in enumerate(features)}
+        order = sorted(lengths, key=lambda index: -lengths[index])
+        for batch in _token_batches(order, lengths, batch_size, max_tokens_per_batch):
+            run.embed([(index, features[index]) for index in batch], self._embed)
+        return EncodeResult(run.embeddings, run.ok, sorted(run.errors))
+
     @torch.inference_mode()
     def _embed(self, features: list[Features]) -> np.ndarray:
         batch = self.processor.collate(features)
@@ -314,9 +339,7 @@ class _Run:
 
     def fail(self, index: int, error: Exception, context: str) -> None:
         """Record ``error`` for item ``index``; an unexpected exception becomes an InputError naming its type."""
-        if not isinstance(error, UniteError):
-            error = InputError(f"{context}: {type(error).__name__}: {error}")
-        self.failures.append((index, error))
+        self.failures.append((index, as_item_error(error, context)))
 
     def check(self) -> None:
         """Under ``on_error="raise"``, raise the first failure, of its own type, naming the item."""
@@ -362,6 +385,14 @@ class _Run:
 
 _PREPARE_FAILURE = "internal error while preparing the item"
 _MODEL_FAILURE = "the model failed on this item alone"
+
+
+def as_item_error(error: Exception, context: str = _PREPARE_FAILURE) -> UniteError:
+    """One item's exception as that item's error: a :class:`UniteError` as it is, any other wrapped in an
+    :class:`InputError` ``CONTEXT: TYPE: message`` (``internal error while preparing the item: TypeError: ...``)."""
+    if isinstance(error, UniteError):
+        return error
+    return InputError(f"{context}: {type(error).__name__}: {error}")
 
 
 def _release_cached_memory() -> None:

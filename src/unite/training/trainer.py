@@ -59,6 +59,7 @@ class UniteTrainer(Trainer):
         self._sums: dict[str, float] = {}
         self._count = 0
         self.skipped = 0
+        self.gathered_pairs = 0  # pairs in the last contrastive batch gathered over every rank
         if gradcache_chunk_size and self.is_deepspeed_enabled:
             raise ConfigError(
                 "GradCache runs several backward passes per step, which DeepSpeed's engine does not allow; "
@@ -103,6 +104,7 @@ class UniteTrainer(Trainer):
             negative,
             inputs["negative_owner"].to(device) if negative is not None else None,
         )
+        self.gathered_pairs = int(gathered["query"].shape[0])
         return self.loss_module(**gathered)
 
     def compute_loss(
@@ -297,6 +299,8 @@ def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -
         "skipped_records": len(dataset.bad),
         "modality_share_per_epoch": share.shares,
         "output_dir": str(output),
+        "world_size": world_size(),
+        "gathered_pairs": trainer.gathered_pairs,
     }
     if trainer.is_world_process_zero():
         _save_final(trainer.model, encoder, config, output)
