@@ -19,6 +19,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from unite.data import media
@@ -312,6 +315,75 @@ def test_patchify_refuses_an_odd_frame_count():
     frame = np.zeros((56, 56, 3), dtype=np.uint8)
     with pytest.raises(MediaError):
         patchify([frame] * 3, 28 * 28, 56 * 56)
+
+
+def processor_arithmetic(frames: list[np.ndarray]) -> np.ndarray:
+    """The 4.47.1 processor's own arithmetic on frames already at their stage-2 size, straight from the rules:
+    float64 rescale cast to float32, float32 normalisation, an image tiled to two frames, then reshape and
+    transpose into rows of [C][T=2][14][14]. The code under test must give these exact bits."""
+    stacked = np.stack(frames)
+    scaled = (stacked.astype(np.float64) * (1 / 255)).astype(np.float32)
+    normed = (scaled - MEAN.astype(np.float32)) / STD.astype(np.float32)
+    normed = normed.transpose(0, 3, 1, 2)  # (T, C, H, W)
+    if normed.shape[0] == 1:
+        normed = np.tile(normed, (2, 1, 1, 1))
+    t, c, h, w = normed.shape
+    patches = normed.reshape(t // 2, 2, c, h // 28, 2, 14, w // 28, 2, 14).transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    return patches.reshape(-1, c * 2 * 14 * 14)
+
+
+def _bit_exact(frames: list[np.ndarray]) -> None:
+    height, width = frames[0].shape[:2]
+    visual = patchify(frames, 28 * 28, height * width)  # inside the bounds: no resize
+    expected = processor_arithmetic(frames)
+    assert visual.pixel_values.dtype == np.float32
+    assert visual.pixel_values.flags.c_contiguous
+    assert np.array_equal(visual.pixel_values, expected)
+    assert tuple(visual.grid_thw) == (max(len(frames) // 2, 1), height // 14, width // 14)
+
+
+@pytest.mark.parametrize("count", [1, 2, 4])
+@pytest.mark.parametrize(("height", "width"), [(28, 28), (56, 196), (252, 84), (364, 476)])
+def test_patchify_is_bit_exact_to_the_processor_arithmetic(count, height, width):
+    rng = np.random.default_rng(count * 1000 + height + width)
+    _bit_exact([rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8) for _ in range(count)])
+
+
+def test_patchify_is_bit_exact_after_a_resize_and_from_pil_images():
+    """Odd sizes resized in stage 2; frames given as arrays, as non-contiguous views or as PIL images."""
+    rng = np.random.default_rng(11)
+    frames = [rng.integers(0, 256, size=(61, 47, 3), dtype=np.uint8) for _ in range(2)]
+    h2, w2 = rule_smart_resize(61, 47, *PROCESSOR)
+    resized = [np.asarray(pil_bicubic(Image.fromarray(frame), h2, w2)) for frame in frames]
+    expected = processor_arithmetic(resized)
+    for source in (frames, [Image.fromarray(frame) for frame in frames], [frame[:, :, :] for frame in frames]):
+        assert np.array_equal(patchify(source, *PROCESSOR).pixel_values, expected)
+    wide = rng.integers(0, 256, size=(57, 170, 4), dtype=np.uint8)[:, :, :3]  # a strided view
+    assert np.array_equal(
+        patchify([wide], 28 * 28, 56 * 168).pixel_values,
+        processor_arithmetic([np.asarray(pil_bicubic(Image.fromarray(np.ascontiguousarray(wide)), 56, 168))]),
+    )
+
+
+@hypothesis_settings(max_examples=25, deadline=None)
+@given(
+    blocks_h=st.integers(1, 9),
+    blocks_w=st.integers(1, 9),
+    count=st.sampled_from([1, 2, 4]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_patchify_bit_exact_property(blocks_h, blocks_w, count, seed):
+    rng = np.random.default_rng(seed)
+    size = (28 * blocks_h, 28 * blocks_w, 3)
+    _bit_exact([rng.integers(0, 256, size=size, dtype=np.uint8) for _ in range(count)])
+
+
+def test_normalisation_table_is_the_processor_arithmetic_of_every_value():
+    values = np.arange(256, dtype=np.uint8)
+    for channel in range(3):
+        scaled = (values.astype(np.float64) * (1 / 255)).astype(np.float32)
+        expected = (scaled - np.float32(MEAN[channel])) / np.float32(STD[channel])
+        assert np.array_equal(media.NORMALISATION_TABLE[channel], expected)
 
 
 # ------------------------------------------------------------------------------------------------------ images

@@ -35,16 +35,22 @@ SAME = 0.99999
 
 @pytest.fixture(scope="module", autouse=True)
 def no_network():
-    """Every socket connection attempted while these tests run is refused and recorded; none may happen."""
+    """Every network connection attempted while these tests run is refused and recorded; none may happen.
+    Local Unix sockets (the worker processes' fork server) are not the network and go through."""
     attempts: list[object] = []
 
-    def refuse(self, address, *args):
-        attempts.append(address)
-        raise OSError(f"network access attempted: {address}")
+    def refusing(original):
+        def refuse(self, address, *args):
+            if self.family == socket.AF_UNIX:
+                return original(self, address, *args)
+            attempts.append(address)
+            raise OSError(f"network access attempted: {address}")
+
+        return refuse
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(socket.socket, "connect", refuse)
-        patch.setattr(socket.socket, "connect_ex", refuse)
+        patch.setattr(socket.socket, "connect", refusing(socket.socket.connect))
+        patch.setattr(socket.socket, "connect_ex", refusing(socket.socket.connect_ex))
         yield
     assert attempts == [], f"sentence-transformers or unite tried the network: {attempts}"
 

@@ -72,7 +72,8 @@ class BulkJob:
 
     Attributes:
         model: checkpoint folder or Hugging Face id, as given.
-        revision, device, dtype, attn_implementation: how to load it (see ``UniteEncoder.from_pretrained``).
+        revision, device, dtype, attn_implementation, packing: how to load it (see
+            ``UniteEncoder.from_pretrained``).
         setting_overrides: :class:`~unite.settings.EncodingSettings` fields to change from the checkpoint's own.
         instruction: task instruction given to every item.
         batch_size, max_tokens_per_batch: the model's token-budget batching.
@@ -89,6 +90,7 @@ class BulkJob:
     device: str | None = None
     dtype: str | None = None
     attn_implementation: str = "sdpa"
+    packing: bool = True
     setting_overrides: dict[str, Any] = field(default_factory=dict)
     instruction: str | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -121,6 +123,7 @@ class BulkJob:
             dtype=self.dtype,
             revision=self.revision,
             attn_implementation=self.attn_implementation,
+            packing=self.packing,
             **self.setting_overrides,
         )
 

@@ -6,18 +6,22 @@ the executor waits for the rest for ever (CPython 3.11); and a death fails every
 which one the dead worker held. Here each worker has its own pipe: a death costs its own task only, which the
 caller gets back as :class:`Died` (with the exit code) while the pool starts a replacement.
 
-Workers start with ``forkserver`` (``spawn`` where that is missing), ignore Ctrl-C (the driver stops them), and
-end by themselves once the driver process is gone (a killed driver leaves no workers behind).
+Workers start with ``forkserver`` (``spawn`` where that is missing) without importing the driver's main script
+(so ``python -c``, ``python -`` and scripts without an ``if __name__ == "__main__":`` guard work), ignore Ctrl-C
+(the driver stops them), and end by themselves once the driver process is gone (a killed driver leaves no
+workers behind).
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
@@ -163,7 +167,8 @@ class WorkerPool:
             daemon=True,
             name="unite-prepare",
         )
-        process.start()
+        with _main_module_hidden():
+            process.start()
         child.close()
         self.workers.append(_Worker(process, parent))
 
@@ -194,6 +199,26 @@ class WorkerPool:
 
 
 # ------------------------------------------------------------------------------------------- in the worker
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start a process without the parent's ``__main__``: ``multiprocessing`` would have the child import the
+    parent's main script again (running any unguarded code in it, and failing outright for ``python -``,
+    ``python -c`` or a script that is gone), but the workers run only unite's own functions. While a process
+    starts, ``__main__`` shows neither a file nor a module spec, so its preparation data names no main module."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {name: main.__dict__[name] for name in ("__file__", "__spec__") if name in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__dict__["__spec__"] = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 def _worker_main(connection: Any, driver: int, initializer: Callable[..., None], initargs: tuple) -> None:

@@ -16,7 +16,7 @@ from unite.bulk.plan import DEFAULT_SHARD_SIZE
 from unite.cli.options import add_model_options, encoder_from_args, setting_overrides
 from unite.data.jsonl import JsonlRecord, read_item_lines
 from unite.errors import ConfigError, UniteError
-from unite.models.encoder import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS_PER_BATCH, DEFAULT_NUM_WORKERS
+from unite.models.encoder import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS_PER_BATCH
 from unite.outputs import FORMATS, mask_path, write_atomically, write_embeddings
 from unite.quantization import Calibration, Precision, calibration_path, quantize_rows
 
@@ -97,13 +97,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--max-tokens-per-batch",
         type=int,
         default=DEFAULT_MAX_TOKENS_PER_BATCH,
-        help="most padded tokens per batch (default %(default)s)",
+        help="most tokens per batch: the items' own when packed, the longest times the count with --no-packing; on "
+        "CUDA also no more than free memory allows (default %(default)s)",
     )
     run_group.add_argument(
         "--workers",
         type=int,
-        help=f"media decoding threads (default {DEFAULT_NUM_WORKERS}); with OUT_DIR/: worker processes "
-        "(default: the cores available)",
+        help="worker processes preparing media (decoding, pixels, tokens; default: the cores available)",
     )
     run_group.add_argument("--instruction", help="task instruction prepended to every item (Instruct checkpoints)")
     run_group.add_argument(
@@ -165,6 +165,7 @@ def _run_sharded(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         attn_implementation=args.attn_implementation,
+        packing=args.packing,
         setting_overrides=setting_overrides(args),
         instruction=args.instruction,
         batch_size=args.batch_size,
@@ -214,8 +215,6 @@ def _run_file(args: argparse.Namespace) -> int:
     args.items, args.output = Path(args.sources[0]), Path(args.output)
     if args.items.suffix.lower() == ".parquet":
         raise ConfigError(f"{args.items}: a Parquet source needs a folder of shards (--output OUT_DIR/)")
-    if args.workers is None:
-        args.workers = DEFAULT_NUM_WORKERS
     if args.output.suffix not in FORMATS:
         raise ConfigError(f"--output must end with {' or '.join(FORMATS)}, got {args.output}")
     if args.errors is not None and args.on_error == "raise":

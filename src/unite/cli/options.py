@@ -26,6 +26,13 @@ def add_model_options(
     model.add_argument(
         "--attn-implementation", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"], help="default: sdpa"
     )
+    model.add_argument(
+        "--no-packing",
+        dest="packing",
+        action="store_false",
+        help="pad each batch to its longest item instead of packing the items into one sequence (same embeddings "
+        "to float noise; packing skips the padding's work)",
+    )
     media = parser.add_argument_group("media (default: the checkpoint's recorded settings)")
     media.add_argument("--video-fps", type=float, help="frames per second sampled from videos (default 1.0)")
     media.add_argument("--video-min-frames", type=int, help="fewest frames sampled at a rate (default 4)")
@@ -77,6 +84,7 @@ def encoder_from_args(args: argparse.Namespace, settings: Any = None) -> Any:
         dtype=args.dtype,
         revision=args.revision,
         attn_implementation=args.attn_implementation,
+        packing=getattr(args, "packing", True),
         settings=settings,
         **setting_overrides(args),
     )

@@ -134,3 +134,33 @@ class ItemProcessor:
                 batch[pixels_key] = torch.from_numpy(np.concatenate([v.pixel_values for v in visuals]))
                 batch[grid_key] = torch.tensor([v.grid_thw for v in visuals], dtype=torch.long)
         return batch
+
+    def collate_packed(self, features: list[Features]) -> Batch:
+        """Lay a list of features end to end into one packed sequence, with no padding.
+
+        Returns:
+            ``input_ids`` (1, T), T the sum of the items' lengths, in the items' order; ``cu_seqlens`` (B + 1,)
+            int32 boundaries (``0, n_0, n_0 + n_1, ..., T``); the visual inputs as :meth:`collate` gives them
+            (all images in item order, then all videos), so each pad run still meets its own visual tokens.
+        """
+        lengths = torch.tensor([len(feature.input_ids) for feature in features], dtype=torch.int32)
+        cu_seqlens = torch.zeros(len(features) + 1, dtype=torch.int32)
+        cu_seqlens[1:] = lengths.cumsum(0)
+        input_ids = torch.tensor([token for feature in features for token in feature.input_ids], dtype=torch.long)
+        batch: Batch = {"input_ids": input_ids.view(1, -1), "cu_seqlens": cu_seqlens}
+        batch.update(_visual_batch(features))
+        return batch
+
+
+def _visual_batch(features: list[Features]) -> Batch:
+    """``pixel_values`` / ``image_grid_thw`` and ``pixel_values_videos`` / ``video_grid_thw`` of the features' media."""
+    batch: Batch = {}
+    for kind, pixels_key, grid_key in (
+        ("images", "pixel_values", "image_grid_thw"),
+        ("videos", "pixel_values_videos", "video_grid_thw"),
+    ):
+        visuals = [visual for feature in features for visual in getattr(feature, kind)]
+        if visuals:
+            batch[pixels_key] = torch.from_numpy(np.concatenate([v.pixel_values for v in visuals]))
+            batch[grid_key] = torch.tensor([v.grid_thw for v in visuals], dtype=torch.long)
+    return batch

@@ -14,6 +14,7 @@ import math
 import stat
 import urllib.request
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,47 +108,80 @@ def smart_resize(
     return h_bar, w_bar
 
 
-def patchify(frames: list[np.ndarray], min_pixels: int, max_pixels: int) -> VisualInput:
-    """Stage 2: the 4.47.1 processor on uint8 RGB frames (H, W, 3) of one image (1 frame) or video (even count).
+def patchify(frames: Sequence[np.ndarray | Image.Image], min_pixels: int, max_pixels: int) -> VisualInput:
+    """Stage 2: the 4.47.1 processor on RGB frames of one image (1 frame) or video (even count).
 
-    Every frame is resized to the size the first frame's smart resize gives, with PIL bicubic, then rescaled by
-    1/255, normalised with the CLIP mean and std and cut into patches.
+    Every frame (uint8 (H, W, 3) or an RGB PIL image) is resized to the size the first frame's smart resize
+    gives, with PIL bicubic, then rescaled by 1/255, normalised with the CLIP mean and std and cut into patches.
+    The rescale and normalisation go through a per-channel table of the 256 values (:data:`NORMALISATION_TABLE`),
+    each entry computed with the processor's own arithmetic, so the result is bit-identical to it; an image's
+    two identical frames and the patch order are made by one copy of the normalised frames.
     """
-    height, width = frames[0].shape[:2]
+    height, width = _frame_size(frames[0])
     new_h, new_w = smart_resize(height, width, min_pixels, max_pixels)
-    resized = np.stack([_pil_resize(frame, new_h, new_w) for frame in frames])
-    scaled = (resized.astype(np.float64) * (1 / 255)).astype(np.float32)
-    mean = np.asarray(IMAGE_MEAN, dtype=np.float32)
-    std = np.asarray(IMAGE_STD, dtype=np.float32)
-    normed = ((scaled - mean) / std).transpose(0, 3, 1, 2)  # (T, C, H, W)
-    if normed.shape[0] == 1:
-        normed = np.tile(normed, (TEMPORAL_PATCH_SIZE, 1, 1, 1))
-    if normed.shape[0] % TEMPORAL_PATCH_SIZE:
-        raise MediaError(f"a video needs an even number of frames, got {normed.shape[0]}")
-    channels = normed.shape[1]
+    count = len(frames)
+    if count > 1 and count % TEMPORAL_PATCH_SIZE:
+        raise MediaError(f"a video needs an even number of frames, got {count}")
+    normed = np.empty((count, new_h, new_w, 3), dtype=np.float32)
+    for index, frame in enumerate(frames):
+        _normalise(_resized_array(frame, new_h, new_w), out=normed[index])
+    if count == 1:  # an image is a pair of identical frames: repeated by the copy below, not before it
+        normed = np.broadcast_to(normed, (TEMPORAL_PATCH_SIZE, new_h, new_w, 3))
     grid_t = normed.shape[0] // TEMPORAL_PATCH_SIZE
     grid_h, grid_w = new_h // PATCH_SIZE, new_w // PATCH_SIZE
     patches = normed.reshape(
         grid_t,
         TEMPORAL_PATCH_SIZE,
-        channels,
         grid_h // MERGE_SIZE,
         MERGE_SIZE,
         PATCH_SIZE,
         grid_w // MERGE_SIZE,
         MERGE_SIZE,
         PATCH_SIZE,
+        3,
     )
-    patches = patches.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
-    flat = patches.reshape(grid_t * grid_h * grid_w, channels * TEMPORAL_PATCH_SIZE * PATCH_SIZE * PATCH_SIZE)
-    return VisualInput(np.ascontiguousarray(flat), (grid_t, grid_h, grid_w))
+    patches = patches.transpose(0, 2, 5, 3, 6, 8, 1, 4, 7)  # (t, h/2, w/2, 2, 2, channel, 2, 14, 14)
+    flat = np.ascontiguousarray(patches).reshape(grid_t * grid_h * grid_w, 3 * TEMPORAL_PATCH_SIZE * PATCH_SIZE**2)
+    return VisualInput(flat, (grid_t, grid_h, grid_w))
 
 
-def _pil_resize(frame: np.ndarray, height: int, width: int) -> np.ndarray:
-    image = Image.fromarray(frame)
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.BICUBIC)
-    return np.asarray(image)
+def _normalisation_table() -> np.ndarray:
+    """(3, 256) float32: channel c of value v as the processor computes it, float32(float64(v) * (1/255)) in
+    float64 then cast, minus the channel's mean, over its std, in float32."""
+    scaled = (np.arange(256, dtype=np.uint8).astype(np.float64) * (1 / 255)).astype(np.float32)
+    mean = np.asarray(IMAGE_MEAN, dtype=np.float32)[:, None]
+    std = np.asarray(IMAGE_STD, dtype=np.float32)[:, None]
+    table = (scaled[None, :] - mean) / std
+    table.setflags(write=False)
+    return table
+
+
+#: Rescaled and normalised value of each uint8 value, per channel: (3, 256) float32.
+NORMALISATION_TABLE = _normalisation_table()
+
+
+def _normalise(frame: np.ndarray, out: np.ndarray) -> None:
+    """Write the normalised values of uint8 ``frame`` (H, W, 3) into float32 ``out`` (H, W, 3)."""
+    for channel in range(3):
+        np.take(NORMALISATION_TABLE[channel], frame[..., channel], out=out[..., channel], mode="clip")
+
+
+def _frame_size(frame: np.ndarray | Image.Image) -> tuple[int, int]:
+    if isinstance(frame, Image.Image):
+        return frame.height, frame.width
+    return int(frame.shape[0]), int(frame.shape[1])
+
+
+def _resized_array(frame: np.ndarray | Image.Image, height: int, width: int) -> np.ndarray:
+    """uint8 (height, width, 3) of ``frame``, resized with PIL bicubic when its size differs (no copy when it
+    is an array of that size already)."""
+    if isinstance(frame, np.ndarray):
+        if frame.shape[:2] == (height, width):
+            return frame
+        frame = Image.fromarray(frame)
+    if frame.size != (width, height):
+        frame = frame.resize((width, height), Image.Resampling.BICUBIC)
+    return np.asarray(frame)
 
 
 # ----------------------------------------------------------------------------------------------------- images
@@ -170,8 +204,9 @@ def load_image(source: Any, settings: EncodingSettings) -> VisualInput:
     return patchify([image], settings.image_min_pixels, settings.image_max_pixels)
 
 
-def _stage1_image(source: Any, settings: EncodingSettings, min_pixels: int, max_pixels: int) -> np.ndarray:
-    """Open, convert to RGB, smart resize within [min_pixels, max_pixels] with PIL bicubic; uint8 (H, W, 3)."""
+def _stage1_image(source: Any, settings: EncodingSettings, min_pixels: int, max_pixels: int) -> Image.Image:
+    """Open, convert to RGB, smart resize within [min_pixels, max_pixels] with PIL bicubic; an RGB image, handed
+    to stage 2 as it is."""
     image = _to_rgb_pil(source, settings)
     try:
         height, width = smart_resize(image.height, image.width, min_pixels, max_pixels)
@@ -179,23 +214,25 @@ def _stage1_image(source: Any, settings: EncodingSettings, min_pixels: int, max_
         raise _named(source, error) from None
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.BICUBIC)
-    return np.asarray(image)
+    return image
 
 
 def _to_rgb_pil(source: Any, settings: EncodingSettings) -> Image.Image:
+    """The source as an RGB image; one already RGB is not copied (nothing downstream writes to it)."""
     if isinstance(source, Image.Image):
         _check_pixels(source.width * source.height, settings, "image")
-        return source.convert("RGB")
+        return source if source.mode == "RGB" else source.convert("RGB")
     if isinstance(source, np.ndarray):
         _check_array(source, ndim=(2, 3))
         if source.ndim == 3 and source.shape[2] not in (1, 3, 4):
             raise MediaError(f"an image array needs 1, 3 or 4 channels last, got shape {source.shape}")
         array = source[:, :, 0] if source.ndim == 3 and source.shape[2] == 1 else source
-        return Image.fromarray(array).convert("RGB")
-    with _open_pil(source, settings) as image:
+        image = Image.fromarray(array)
+        return image if image.mode == "RGB" else image.convert("RGB")
+    with _open_pil(source, settings) as image:  # leaving the block closes the file, not the decoded image
         try:
             image.load()
-            return image.convert("RGB")
+            return image if image.mode == "RGB" else image.convert("RGB")
         except (OSError, ValueError, SyntaxError) as error:
             raise MediaError(f"{_name(source)}: corrupt or truncated image ({error})") from None
 

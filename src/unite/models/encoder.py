@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+import multiprocessing
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,9 +20,10 @@ import torch
 from tqdm.auto import tqdm
 
 from unite.data.collator import Features, ItemProcessor
+from unite.data.workers import PreparationWorkers, PrepareIn, available_cores, in_memory
 from unite.errors import CheckpointError, ConfigError, InputError, UniteError
 from unite.models.loading import load_weights, resolve_checkpoint, resolve_device, resolve_dtype, weights_fingerprint
-from unite.models.modeling import UniteQwen2VL
+from unite.models.modeling import UniteQwen2VL, activation_bytes_per_token, token_budget_from_memory
 from unite.settings import EncodingSettings
 from unite.types import Item, to_item
 
@@ -27,10 +33,16 @@ __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_MAX_TOKENS_PER_BATCH", "EncodeResult",
 
 SETTINGS_FILE = "unite_config.json"
 DEFAULT_BATCH_SIZE = 32
-#: Padded tokens (text plus visual) in one batch: length of the longest item times the batch's item count.
+#: Tokens (text plus visual) in one batch: the items' own when packed, the longest item's times the item count
+#: when padded.
 DEFAULT_MAX_TOKENS_PER_BATCH = 16384
-#: Threads that decode media and tokenize while the model runs.
-DEFAULT_NUM_WORKERS = 2
+#: Workers (processes or threads) that decode media and tokenize while the model runs: ``None`` is one per core
+#: available (``len(os.sched_getaffinity(0))``).
+DEFAULT_NUM_WORKERS: int | None = None
+#: Where items with media files are prepared by default (:class:`unite.data.workers.PrepareIn`).
+DEFAULT_PREPARE_IN = PrepareIn.PROCESSES
+#: Batches being prepared ahead of the one the model runs: bounds the memory held in pixels.
+PREFETCH_BATCHES = 2
 _ATTENTION = ("sdpa", "eager", "flash_attention_2")
 
 
@@ -57,6 +69,8 @@ class UniteEncoder:
         tokenizer: its tokenizer.
         settings: encoding settings (pixel bounds, video sampling, positions, limits).
         name_or_path: where it came from, for records.
+        packing: run each batch as one packed sequence without padding (the default); ``False`` pads the
+            batch instead. The embeddings agree either way beyond float noise (docs/encoding.md, Packing).
 
     Example:
         >>> encoder = UniteEncoder.from_pretrained("friedrichor/Unite-Base-Qwen2-VL-2B")  # doctest: +SKIP
@@ -64,7 +78,12 @@ class UniteEncoder:
     """
 
     def __init__(
-        self, model: UniteQwen2VL, tokenizer: Any, settings: EncodingSettings | None = None, name_or_path: str = ""
+        self,
+        model: UniteQwen2VL,
+        tokenizer: Any,
+        settings: EncodingSettings | None = None,
+        name_or_path: str = "",
+        packing: bool = True,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -72,6 +91,7 @@ class UniteEncoder:
         self.model.position_scheme = self.settings.position_scheme
         self.processor = ItemProcessor(tokenizer, self.settings)
         self.name_or_path = name_or_path
+        self.packing = packing
 
     # ------------------------------------------------------------------------------------------ loading, saving
 
@@ -86,6 +106,7 @@ class UniteEncoder:
         settings: EncodingSettings | None = None,
         token: str | None = None,
         local_files_only: bool = False,
+        packing: bool = True,
         **setting_overrides: Any,
     ) -> UniteEncoder:
         """Load a UNITE checkpoint from a folder or the Hugging Face Hub, strictly.
@@ -100,6 +121,7 @@ class UniteEncoder:
             settings: encoding settings; default: those recorded in the folder, else the released defaults.
             token: Hub token for private repositories.
             local_files_only: never reach the Hub.
+            packing: embed each batch as one packed sequence (default) rather than a padded batch.
             **setting_overrides: fields of :class:`EncodingSettings` to change, e.g. ``video_frames=16``.
 
         Raises:
@@ -113,7 +135,7 @@ class UniteEncoder:
         attention = _attention(attn_implementation)
         folder = resolve_checkpoint(name_or_path, revision=revision, token=token, local_files_only=local_files_only)
         if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
-            return cls._from_adapter(
+            adapted = cls._from_adapter(
                 folder,
                 device=target,
                 dtype=torch_dtype,
@@ -121,6 +143,8 @@ class UniteEncoder:
                 settings=settings,
                 **setting_overrides,
             )
+            adapted.packing = packing
+            return adapted
         if settings is None:
             settings = _read_settings(folder)
         settings = settings.replace(**setting_overrides)
@@ -141,7 +165,7 @@ class UniteEncoder:
             tokenizer = AutoTokenizer.from_pretrained(folder)
         except Exception as error:  # tokenizer loading raises OSError, ValueError, or library-specific errors
             raise CheckpointError(f"{folder}: cannot load the tokenizer ({error})") from None
-        encoder = cls(model, tokenizer, settings, name_or_path=config._name_or_path)
+        encoder = cls(model, tokenizer, settings, name_or_path=config._name_or_path, packing=packing)
         encoder.weights_fingerprint = weights_fingerprint(folder)  # what an index records of these weights
         return encoder
 
@@ -198,14 +222,18 @@ class UniteEncoder:
         convert_to: Literal["numpy", "torch"] = "numpy",
         instruction: str | None = None,
         max_tokens_per_batch: int = DEFAULT_MAX_TOKENS_PER_BATCH,
-        num_workers: int = DEFAULT_NUM_WORKERS,
+        num_workers: int | None = DEFAULT_NUM_WORKERS,
+        prepare_in: PrepareIn | str = DEFAULT_PREPARE_IN,
     ) -> np.ndarray | torch.Tensor:
         """Embed items: strings, dicts ``{"text", "image", "video"}``, PIL images or :class:`Item` objects.
 
         Items are sorted by length and batched by a token budget (at most ``batch_size`` items and
-        ``max_tokens_per_batch`` padded tokens per batch); their media are decoded in ``num_workers``
-        background threads while the model runs. The result keeps the input order and does not depend on
-        the batching beyond float noise.
+        ``max_tokens_per_batch`` tokens per batch, counted as :meth:`token_budget` says). While the model runs, the next
+        batches are prepared (media decoded, pixels made, prompts tokenized) by ``num_workers`` workers (default: one
+        per core available): with ``prepare_in="processes"`` (the default) items with media files go to worker
+        processes, started on first use and kept until :meth:`close`; texts and media given as objects (PIL images,
+        arrays) are prepared in threads, as every item is with ``prepare_in="threads"``. Both give the same pixels, bit
+        for bit. The result keeps the input order and does not depend on the batching beyond float noise.
 
         Returns:
             (N, D) float32 L2-normalised embeddings, a numpy array or a CPU tensor.
@@ -221,6 +249,7 @@ class UniteEncoder:
             instruction=instruction,
             max_tokens_per_batch=max_tokens_per_batch,
             num_workers=num_workers,
+            prepare_in=prepare_in,
             on_error="raise",
         )
         return result.embeddings
@@ -241,7 +270,8 @@ class UniteEncoder:
         convert_to: Literal["numpy", "torch"] = "numpy",
         instruction: str | None = None,
         max_tokens_per_batch: int = DEFAULT_MAX_TOKENS_PER_BATCH,
-        num_workers: int = DEFAULT_NUM_WORKERS,
+        num_workers: int | None = DEFAULT_NUM_WORKERS,
+        prepare_in: PrepareIn | str = DEFAULT_PREPARE_IN,
         on_error: Literal["raise", "skip"] = "skip",
         base_dir: str | Path | None = None,
     ) -> EncodeResult:
@@ -252,15 +282,18 @@ class UniteEncoder:
         (an unexpected one as ``internal error while preparing the item: TYPE: message``). A batch that fails
         inside the model (out of memory, ...) is retried item by item, so one item cannot take others down;
         an item that still fails gets its own error. With ``on_error="raise"`` the first error is raised as an
-        :class:`InputError` or :class:`MediaError` with ``item_index`` and ``reason`` attributes.
+        :class:`InputError` or :class:`MediaError` with ``item_index`` and ``reason`` attributes. An item whose
+        worker process dies fails with ``the worker process preparing this item died (exit code N)``.
         """
-        if batch_size < 1 or max_tokens_per_batch < 1 or num_workers < 1:
+        workers = available_cores() if num_workers is None else num_workers
+        if batch_size < 1 or max_tokens_per_batch < 1 or workers < 1:
             raise ConfigError("batch_size, max_tokens_per_batch and num_workers must be at least 1")
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        where = _prepare_in(prepare_in)
         raw = list(items)
         run = _Run(len(raw), self.embedding_dim, on_error)
-        with ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="unite-media") as pool:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unite-media") as pool:
             parsed = {i: run.guard(i, _parse, value, base_dir, instruction) for i, value in enumerate(raw)}
             parsed = {i: item for i, item in parsed.items() if item is not None}
             lengths = dict(
@@ -268,18 +301,64 @@ class UniteEncoder:
             )
             run.check()
             order = sorted((i for i in parsed if lengths[i] is not None), key=lambda i: -lengths[i])
-            batches = list(_token_batches(order, lengths, batch_size, max_tokens_per_batch))
+            budget = self.token_budget(max_tokens_per_batch)
+            batches = list(_token_batches(order, lengths, batch_size, budget, self._packs))
+            submit = self._submitter(pool, workers, where, [parsed[i] for i in order])
             show = show_progress_bar if show_progress_bar is not None else len(batches) > 1
             with tqdm(total=len(raw), disable=not show, desc="Encoding", unit="item") as bar:
                 bar.update(len(raw) - len(order))
-                for batch, futures in _prefetch(pool, batches, parsed, self.processor.prepare, lookahead=2):
-                    features = run.collect(batch, futures)
-                    run.check()
-                    run.embed(features, self._embed)
-                    run.check()
-                    bar.update(len(batch))
+                with closing(_prefetch(submit, batches, parsed, PREFETCH_BATCHES)) as prepared:
+                    for batch, futures in prepared:
+                        features = run.collect(batch, futures)
+                        run.check()
+                        run.embed(features, self._embed)
+                        run.check()
+                        bar.update(len(batch))
         embeddings = run.embeddings if convert_to == "numpy" else torch.from_numpy(run.embeddings)
         return EncodeResult(embeddings, run.ok, sorted(run.errors))
+
+    def close(self) -> None:
+        """Stop the preparation worker processes, if any were started (a later encode starts them again)."""
+        with _WORKERS_LOCK:
+            workers, self._preparation_workers = getattr(self, "_preparation_workers", None), None
+        if workers is not None:
+            workers.close()
+
+    def __del__(self) -> None:
+        workers = self.__dict__.get("_preparation_workers")  # no lock: the module may be half torn down
+        if workers is not None:
+            workers.close()
+
+    def _submitter(
+        self, pool: ThreadPoolExecutor, count: int, where: PrepareIn, items: list[Item]
+    ) -> Callable[[Item], Future]:
+        """How each item is prepared: in this process's threads, or by the worker processes for items with media
+        files. The processes are started here on first use, restarted when more are asked for or the settings
+        changed, and reused as they are when fewer are asked for (a call of one item at a time does not restart
+        them). Processes that cannot start leave the items to threads, with a warning."""
+        nested = multiprocessing.parent_process() is not None  # in a worker process: no processes of its own
+        if where is PrepareIn.THREADS or nested or all(in_memory(item) for item in items):
+            return partial(pool.submit, self.processor.prepare)
+        with _WORKERS_LOCK:
+            workers = getattr(self, "_preparation_workers", None)
+            if workers is not None and (workers.count < count or workers.settings != self.processor.settings):
+                workers.close()
+                workers = None
+            if workers is None:
+                workers = PreparationWorkers(
+                    self.processor.tokenizer, self.processor.settings, count, fallback=self.processor.prepare
+                )
+                self._preparation_workers = workers
+
+        def submit(item: Item) -> Future:
+            if not in_memory(item):
+                try:
+                    return workers.submit(item)
+                except UniteError:  # closed meanwhile by another call or close(): prepared here instead
+                    pass
+            return pool.submit(self.processor.prepare, item)
+
+        return submit
 
     def embed_prepared(
         self,
@@ -289,9 +368,9 @@ class UniteEncoder:
     ) -> EncodeResult:
         """Embed features prepared elsewhere (:meth:`ItemProcessor.prepare` in another process or machine).
 
-        The features are sorted by token count and batched by the same token budget as :meth:`encode_with_errors`
-        (at most ``batch_size`` items and ``max_tokens_per_batch`` padded tokens per batch); a batch that fails
-        inside the model is retried item by item, and an item that still fails gets its own error
+        The features are sorted by token count and batched by the same token budget as :meth:`encode_with_errors` (at
+        most ``batch_size`` items and ``max_tokens_per_batch`` tokens per batch, counted as :meth:`token_budget` says);
+        a batch that fails inside the model is retried item by item, and an item that still fails gets its own error
         (``the model failed on this item alone: ...``). Never raises for an item.
 
         Returns:
@@ -302,18 +381,34 @@ class UniteEncoder:
         run = _Run(len(features), self.embedding_dim, "skip")
         lengths = {index: len(feature.input_ids) for index, feature in enumerate(features)}
         order = sorted(lengths, key=lambda index: -lengths[index])
-        for batch in _token_batches(order, lengths, batch_size, max_tokens_per_batch):
+        budget = self.token_budget(max_tokens_per_batch)
+        for batch in _token_batches(order, lengths, batch_size, budget, self._packs):
             run.embed([(index, features[index]) for index in batch], self._embed)
         return EncodeResult(run.embeddings, run.ok, sorted(run.errors))
 
+    def token_budget(self, max_tokens_per_batch: int = DEFAULT_MAX_TOKENS_PER_BATCH) -> int:
+        """Tokens one batch may hold: ``max_tokens_per_batch``, and on CUDA no more than the activations of the
+        memory free now allow (:func:`unite.models.modeling.token_budget_from_memory`, measured once, after
+        loading). Packed batches count their items' tokens, padded ones the longest item times the items."""
+        if self.device.type != "cuda":
+            return max_tokens_per_batch
+        if getattr(self, "_memory_budget", None) is None:
+            per_token = activation_bytes_per_token(self.model.config, self.dtype)
+            self._memory_budget = token_budget_from_memory(per_token, self.device)
+        return min(max_tokens_per_batch, self._memory_budget or max_tokens_per_batch)
+
+    @property
+    def _packs(self) -> bool:
+        return bool(self.packing and self.model.supports_packing)
+
     @torch.inference_mode()
     def _embed(self, features: list[Features]) -> np.ndarray:
-        batch = self.processor.collate(features)
-        batch = {key: value.to(self.device) for key, value in batch.items()}
-        for key in ("pixel_values", "pixel_values_videos"):
-            if key in batch:
-                batch[key] = batch[key].to(self.dtype)
-        return self.model(**batch).cpu().numpy()
+        """(B, D) float32 embeddings of one batch: packed (or padded), moved to the device, run."""
+        if self._packs:
+            batch = self.processor.collate_packed(features)
+        else:
+            batch = self.processor.collate(features)
+        return self.model(**_to_device(batch, self.device, self.dtype)).cpu().numpy()
 
 
 class _Run:
@@ -384,6 +479,8 @@ class _Run:
 
 
 _PREPARE_FAILURE = "internal error while preparing the item"
+#: Guards the start and the end of an encoder's preparation workers.
+_WORKERS_LOCK = threading.Lock()
 _MODEL_FAILURE = "the model failed on this item alone"
 
 
@@ -406,31 +503,48 @@ def _parse(raw: Any, base_dir: str | Path | None, instruction: str | None) -> It
 
 
 def _token_batches(
-    order: Sequence[int], lengths: dict[int, int], batch_size: int, max_tokens: int
+    order: Sequence[int], lengths: dict[int, int], batch_size: int, max_tokens: int, packed: bool = False
 ) -> Iterator[list[int]]:
-    """Consecutive runs of ``order`` (longest first) within ``batch_size`` items and ``max_tokens`` padded tokens."""
+    """Consecutive runs of ``order`` (longest first) within ``batch_size`` items and ``max_tokens`` tokens: the
+    items' tokens when the batch is packed, the longest item's times the item count when it is padded."""
     batch: list[int] = []
+    tokens = 0
     for index in order:
-        if batch and (len(batch) + 1 > batch_size or (len(batch) + 1) * lengths[batch[0]] > max_tokens):
+        cost = tokens + lengths[index] if packed else (len(batch) + 1) * lengths[batch[0] if batch else index]
+        if batch and (len(batch) + 1 > batch_size or cost > max_tokens):
             yield batch
-            batch = []
+            batch, tokens = [], 0
         batch.append(index)
+        tokens += lengths[index]
     if batch:
         yield batch
 
 
 def _prefetch(
-    pool: ThreadPoolExecutor, batches: list[list[int]], items: dict[int, Item], prepare: Any, lookahead: int
+    submit: Callable[[Item], Future], batches: list[list[int]], items: dict[int, Item], lookahead: int
 ) -> Iterator[tuple[list[int], list[Future]]]:
-    """Yield each batch with futures of its prepared features, keeping ``lookahead`` batches in flight."""
-    queue: list[tuple[list[int], list[Future]]] = []
-    upcoming = iter(batches)
-    for batch in upcoming:
-        queue.append((batch, [pool.submit(prepare, items[i]) for i in batch]))
-        if len(queue) > lookahead:
-            yield queue.pop(0)
-    while queue:
-        yield queue.pop(0)
+    """Yield each batch with futures of its prepared features, keeping ``lookahead`` batches in flight; the
+    futures of batches not yet yielded are cancelled when the caller stops early."""
+    queue: deque[tuple[list[int], list[Future]]] = deque()
+    try:
+        for batch in batches:
+            queue.append((batch, [submit(items[i]) for i in batch]))
+            if len(queue) > lookahead:
+                yield queue.popleft()
+        while queue:
+            yield queue.popleft()
+    finally:
+        for _, futures in queue:
+            for future in futures:
+                future.cancel()
+
+
+def _prepare_in(value: PrepareIn | str) -> PrepareIn:
+    try:
+        return PrepareIn(value)
+    except ValueError:
+        choices = ", ".join(repr(choice.value) for choice in PrepareIn)
+        raise ConfigError(f"prepare_in must be one of {choices}, got {value!r}") from None
 
 
 def _attention(name: str) -> str:
@@ -452,3 +566,25 @@ def _read_settings(folder: Path) -> EncodingSettings:
         return EncodingSettings.from_dict(json.loads(path.read_text()))
     except (json.JSONDecodeError, TypeError) as error:
         raise CheckpointError(f"{path}: cannot read encoding settings ({error})") from None
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The batch on ``device``, pixel values in the model's ``dtype``.
+
+    On CUDA the host tensors are pinned and copied with ``non_blocking=True``, so the copies are queued behind the
+    running work instead of stalling the host; pixels travel as float32 and are cast on the device (the cast runs
+    there, not on the CPU). Dropping a pinned tensor while its copy is in flight is safe: PyTorch's caching host
+    allocator records the copy's event and reuses the block only after it completes.
+    """
+    cuda = device.type == "cuda"
+    moved = {}
+    for key, value in batch.items():
+        if cuda:
+            value = value.pin_memory().to(device, non_blocking=True)
+        else:
+            value = value.to(device)
+        moved[key] = value.to(dtype) if key in _PIXEL_KEYS else value
+    return moved
+
+
+_PIXEL_KEYS = ("pixel_values", "pixel_values_videos")

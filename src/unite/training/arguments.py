@@ -50,9 +50,11 @@ class TrainConfig:
     gradcache_chunk_size: int = _field(0, "GradCache chunk size in pairs (0 = off): large batches in bounded memory")
     learning_rate: float = _field(1e-4, "peak learning rate")
     lr_scheduler_type: str = _field("cosine", "learning-rate schedule")
-    warmup_ratio: float = _field(0.03, "share of steps used for warm-up")
+    warmup_ratio: float = _field(0.03, "share of the run's optimizer steps used for linear warm-up, in [0, 1)")
+    warmup_steps: int = _field(0, "optimizer steps of linear warm-up; when > 0 it takes precedence over warmup_ratio")
+    adam_beta2: float = _field(0.999, "AdamW beta2 (second-moment decay); 0.98 steadies short or small runs")
     weight_decay: float = _field(0.0, "weight decay")
-    max_grad_norm: float = _field(1.0, "gradient clipping")
+    max_grad_norm: float = _field(1.0, "clip the global gradient norm to this value before each step (0: no clipping)")
     num_train_epochs: float = _field(1.0, "epochs (ignored when max_steps > 0)")
     max_steps: int = _field(-1, "stop after this many optimizer steps (-1: run the epochs)")
     lora: bool = _field(True, "train LoRA adapters on the language model's linear layers (else full fine-tuning)")
@@ -76,7 +78,7 @@ class TrainConfig:
     logging_steps: int = _field(10, "log every N steps")
     save_steps: int = _field(500, "checkpoint every N steps")
     save_total_limit: int = _field(2, "keep at most N checkpoints")
-    dataloader_num_workers: int = _field(2, "data loading processes")
+    dataloader_num_workers: int = _field(2, "data loading processes (kept alive across epochs)")
     deepspeed: str = _field("", "DeepSpeed config JSON (e.g. recipes/deepspeed/zero1.json)")
     fsdp: str = _field("", "FSDP options for the Hugging Face Trainer, e.g. 'full_shard auto_wrap'")
     report_to: str = _field("none", "tensorboard, wandb, or none")
@@ -99,6 +101,22 @@ class TrainConfig:
             raise ConfigError("choose DeepSpeed or FSDP, not both")
         if self.paper_mamcl and not self.modality_mask:
             raise ConfigError("paper_mamcl only makes sense with modality_mask: true")
+        self._check_optimizer()
+
+    def _check_optimizer(self) -> None:
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps!r}")
+        if not 0.0 <= self.adam_beta2 < 1.0:
+            raise ConfigError(f"adam_beta2 must be in [0, 1), got {self.adam_beta2!r}")
+        if self.max_grad_norm < 0:
+            raise ConfigError(f"max_grad_norm must be >= 0 (0: no clipping), got {self.max_grad_norm!r}")
+
+    @property
+    def warmup(self) -> float:
+        """The warm-up as the Trainer reads it: whole steps (``warmup_steps`` > 0) or a ratio of the run below 1."""
+        return self.warmup_steps if self.warmup_steps > 0 else self.warmup_ratio
 
     def check_ready(self) -> None:
         """Fields a run cannot start without."""

@@ -14,7 +14,14 @@ from unite.training.arguments import TrainConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LANGUAGE_LORA_TARGETS", "VISION_LORA_TARGETS", "build_training_model", "merge_adapter", "training_settings"]
+__all__ = [
+    "LANGUAGE_LORA_TARGETS",
+    "VISION_LORA_TARGETS",
+    "build_training_model",
+    "merge_adapter",
+    "run_without_graph",
+    "training_settings",
+]
 
 #: Every linear layer of the language model: attention q, k, v, o and MLP gate, up, down. Not lm_head.
 LANGUAGE_LORA_TARGETS = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
@@ -65,10 +72,39 @@ def build_training_model(config: TrainConfig) -> tuple[torch.nn.Module, UniteEnc
     else:
         for parameter in model.model.visual.parameters():
             parameter.requires_grad_(config.train_vision)
+    if not config.train_vision:
+        run_without_graph(encoder.model.model.visual)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     logger.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / max(total, 1))
     return model, encoder
+
+
+class _NoGraph:
+    """Forward hooks that run a module with autograd off and restore the caller's mode after (even on error)."""
+
+    def __init__(self) -> None:
+        self.modes: list[bool] = []
+
+    def enter(self, *_: Any) -> None:
+        self.modes.append(torch.is_grad_enabled())
+        torch.set_grad_enabled(False)
+
+    def leave(self, *_: Any) -> None:
+        torch.set_grad_enabled(self.modes.pop())
+
+
+def run_without_graph(module: torch.nn.Module) -> None:
+    """Run a frozen ``module`` (the vision tower without ``train_vision``) without recording a graph.
+
+    Nothing in it trains, yet with gradient checkpointing the Trainer and peft call ``enable_input_require_grads``,
+    which hooks every sub-model's input embedding, the vision patch embedding included: the whole frozen tower then
+    kept its activations, was recomputed and backpropagated every step, for gradients nobody reads. Its output is
+    the same; only the graph is gone.
+    """
+    hooks = _NoGraph()
+    module.register_forward_pre_hook(hooks.enter)
+    module.register_forward_hook(hooks.leave, always_call=True)
 
 
 def merge_adapter(adapter: str, base: str, output: str, device: str | None = None) -> UniteEncoder:

@@ -29,6 +29,14 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["UniteTrainer", "train"]
 
+#: accelerate builds FSDP only for a process group of accelerators (torchrun on GPUs, even one); on the CPU, or
+#: without torchrun, it drops the plugin and would train unsharded. FSDP1 itself refuses the CPU ("FSDP needs a
+#: non-CPU accelerator device"); FSDP2's fully_shard runs on gloo, but only when applied by hand.
+_FSDP_NOT_APPLIED = (
+    "fsdp is set but the engine would not shard: FSDP needs GPUs and a torchrun launch "
+    "(torchrun --nproc_per_node N -m unite.cli.main train ...); on the CPU remove fsdp to train with DDP"
+)
+
 _LOGGED = ("loss_query_to_candidate", "loss_candidate_to_query", "accuracy", "temperature", "masked_fraction")
 
 
@@ -56,10 +64,12 @@ class UniteTrainer(Trainer):
         self.processor = processor
         self.gradcache_chunk_size = gradcache_chunk_size
         self.group_by = group_by
-        self._sums: dict[str, float] = {}
+        self._sums: dict[str, torch.Tensor] = {}
         self._count = 0
         self.skipped = 0
         self.gathered_pairs = 0  # pairs in the last contrastive batch gathered over every rank
+        if self.args.fsdp and not self.is_fsdp_enabled:
+            raise ConfigError(_FSDP_NOT_APPLIED)
         if gradcache_chunk_size and self.is_deepspeed_enabled:
             raise ConfigError(
                 "GradCache runs several backward passes per step, which DeepSpeed's engine does not allow; "
@@ -176,14 +186,16 @@ class UniteTrainer(Trainer):
     # ------------------------------------------------------------------------------------------- logging
 
     def _record(self, terms: dict[str, torch.Tensor]) -> None:
+        # Summed as detached tensors and read at log time: a float() per term would wait for the GPU every step.
         for name in _LOGGED:
             if name in terms:
-                self._sums[name] = self._sums.get(name, 0.0) + float(terms[name].detach())
+                value = terms[name].detach().float()
+                self._sums[name] = self._sums[name] + value if name in self._sums else value
         self._count += 1
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if self._count and "loss" in logs:
-            logs.update({name: total / self._count for name, total in self._sums.items()})
+            logs.update({name: float(total) / self._count for name, total in self._sums.items()})
             logs["skipped_records"] = self.skipped
             self._sums, self._count = {}, 0
         super().log(logs, *args, **kwargs)
@@ -229,7 +241,8 @@ def training_arguments(config: TrainConfig) -> TrainingArguments:
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         learning_rate=config.learning_rate,
         lr_scheduler_type=config.lr_scheduler_type,
-        warmup_steps=config.warmup_ratio,
+        warmup_steps=config.warmup,
+        adam_beta2=config.adam_beta2,
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
         num_train_epochs=config.num_train_epochs,
@@ -242,6 +255,10 @@ def training_arguments(config: TrainConfig) -> TrainingArguments:
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
         dataloader_num_workers=config.dataloader_num_workers,
+        # Workers live across epochs: re-forking them at every epoch start stalled the first step of each epoch.
+        dataloader_persistent_workers=config.dataloader_num_workers > 0,
+        # Batches are lists of per-item features, collated in the step; pinning them would copy memory for nothing.
+        dataloader_pin_memory=False,
         deepspeed=config.deepspeed or None,
         fsdp=config.fsdp or "",
         report_to=_reporters(config.report_to),
@@ -259,6 +276,8 @@ def train(config: TrainConfig, callbacks: list[TrainerCallback] | None = None) -
     config.check_ready()
     if config.gradcache_chunk_size and config.deepspeed:
         raise ConfigError("gradcache_chunk_size needs DDP or FSDP; DeepSpeed allows one backward pass per step")
+    if config.fsdp and (config.device == "cpu" or not torch.cuda.is_available()):
+        raise ConfigError(_FSDP_NOT_APPLIED)
     if config.max_steps > 0 and config.num_train_epochs != 1.0:
         raise ConfigError("set max_steps or num_train_epochs, not both (max_steps would silently win)")
     set_seed(config.seed)  # LoRA initialisation and dropout are reproducible from the seed
