@@ -125,14 +125,7 @@ class ItemProcessor:
             input_ids[row, span] = torch.tensor(feature.input_ids, dtype=torch.long)
             attention_mask[row, span] = 1
         batch: Batch = {"input_ids": input_ids, "attention_mask": attention_mask}
-        for kind, pixels_key, grid_key in (
-            ("images", "pixel_values", "image_grid_thw"),
-            ("videos", "pixel_values_videos", "video_grid_thw"),
-        ):
-            visuals = [visual for feature in features for visual in getattr(feature, kind)]
-            if visuals:
-                batch[pixels_key] = torch.from_numpy(np.concatenate([v.pixel_values for v in visuals]))
-                batch[grid_key] = torch.tensor([v.grid_thw for v in visuals], dtype=torch.long)
+        batch.update(_visual_batch(features))
         return batch
 
     def collate_packed(self, features: list[Features]) -> Batch:
