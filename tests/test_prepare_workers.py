@@ -234,3 +234,23 @@ def test_workers_start_from_a_main_module_that_cannot_be_imported_again(how, leg
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("MARKER-ONCE") == 1  # the main module ran once, in the driver only
     assert "Traceback" not in done.stderr and "FileNotFoundError" not in done.stderr
+
+
+def test_without_room_in_shared_memory_the_pixels_come_through_the_pipe(encoder, corpus, tmp_path):
+    """A full or missing shared-memory folder (Docker gives /dev/shm 64 MB) fails no item: the arrays travel
+    through the worker's pipe instead, the same bit for bit."""
+    workers = PreparationWorkers(encoder.tokenizer, encoder.settings, WORKERS)
+    workers._folder = tmp_path / "missing"  # every file the workers would write there fails to open
+    try:
+        with_media = [item for item in corpus if not isinstance(item, str) and not in_memory(to_item(item))]
+        futures = [workers.submit(to_item(item)) for item in with_media]
+        for item, future in zip(with_media, futures):
+            remote, local = future.result(timeout=120), _features(encoder, item)
+            assert remote.input_ids == local.input_ids
+            for kind in ("images", "videos"):
+                for a, b in zip(getattr(remote, kind), getattr(local, kind), strict=True):
+                    assert tuple(a.grid_thw) == tuple(b.grid_thw)
+                    assert np.array_equal(a.pixel_values, b.pixel_values)
+    finally:
+        workers.close()
+    assert not (tmp_path / "missing").exists()

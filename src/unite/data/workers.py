@@ -83,11 +83,14 @@ def in_memory(item: Item) -> bool:
 
 @dataclass
 class _Prepared:
-    """What a worker sends back for one item: token ids, and (kind, grid, rows) of each array in its file."""
+    """What a worker sends back for one item: token ids, and (kind, grid, rows) of each array in its file; or,
+    when the file could not be written (a full or missing shared-memory folder, as Docker's 64 MB ``/dev/shm``
+    is), the features themselves, pickled through the pipe."""
 
     input_ids: list[int]
     visuals: list[tuple[str, tuple[int, int, int], int]]
     path: str | None
+    features: Features | None = None
 
 
 class PreparationWorkers:
@@ -286,6 +289,8 @@ def _received_error(error: BaseException) -> BaseException:
 
 def _import(prepared: _Prepared) -> Features:
     """The features a worker sent, their arrays views of its file (mapped, then its name removed)."""
+    if prepared.features is not None:
+        return prepared.features
     if prepared.path is None:
         return Features(prepared.input_ids)
     try:
@@ -341,9 +346,9 @@ def _prepare_task(item: Item, path: str, cwd: str) -> _Prepared:
         with open(path, "wb") as file:
             for _, visual in visuals:
                 file.write(np.ascontiguousarray(visual.pixel_values, dtype=np.float32).data)
-    except OSError as error:
+    except OSError:  # no room (or no folder) for the file: the arrays go through the pipe instead
         Path(path).unlink(missing_ok=True)
-        raise MediaError(f"cannot write the prepared pixels to {path} ({error})") from None
+        return _Prepared(features.input_ids, [], None, features)
     return _Prepared(
         features.input_ids, [(kind, v.grid_thw, int(v.pixel_values.shape[0])) for kind, v in visuals], path
     )
