@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from unite.errors import ConfigError, InputError
+from unite.index import storage
 
 __all__ = ["OutputFolder", "is_folder_output"]
 
@@ -29,7 +30,7 @@ def is_folder_output(output: str) -> bool:
     """Whether ``--output`` names a folder of shards: it ends with ``/`` or is an existing folder."""
     if output.endswith(("/", os.sep)):
         return True
-    if "://" in output:
+    if storage.is_uri(output):
         return OutputFolder.exists_as_folder(output)
     return Path(output).is_dir()
 
@@ -126,14 +127,6 @@ def _chunks(stream: Any) -> Iterator[bytes]:
 
 
 def _filesystem(output: str) -> tuple[Any, str]:
-    try:
-        from pyarrow import fs
-    except ImportError:
-        raise ConfigError("sharded output needs pyarrow: pip install 'unite-embed[parquet]'") from None
-    if "://" not in output:
-        return fs.LocalFileSystem(), Path(output).absolute().as_posix()
-    try:
-        filesystem, root = fs.FileSystem.from_uri(output)
-    except Exception as error:  # pyarrow raises ArrowInvalid, OSError, ... for a URI it cannot use
-        raise ConfigError(f"--output {output}: not a filesystem pyarrow can open ({error})") from None
-    return filesystem, root.rstrip("/")
+    """``(pyarrow FileSystem, folder path in it)`` of ``--output``, resolved as index locations are."""
+    filesystem, root = storage.filesystem(storage.location_arg(output))
+    return filesystem, root.rstrip("/") or "/"

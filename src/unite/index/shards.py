@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from unite.bulk.manifest import FORMAT, MANIFEST
 from unite.data.jsonl import read_json_lines
 from unite.errors import ConfigError, InputError, UniteError
 from unite.index import storage
@@ -46,9 +47,9 @@ __all__ = [
     "scan_shards",
 ]
 
-SHARD_MANIFEST = "_manifest.json"
-#: The shard layout this module reads.
-SHARD_FORMAT = 1
+#: The manifest file and the shard layout this module reads: those ``unite encode`` writes.
+SHARD_MANIFEST = MANIFEST
+SHARD_FORMAT = FORMAT
 SHARD_COLUMNS = ("source", "line", "id", "ok", "embedding", "error")
 #: The item keys a Parquet source may hold besides ``id`` and ``metadata``.
 _ITEM_COLUMNS = ("text", "image", "video", "instruction")
