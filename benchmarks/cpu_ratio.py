@@ -4,16 +4,17 @@ The reference pipeline is the independent one of ``tests/reference.py`` (written
 unite's code): qwen-vl-utils' stage 1 (PIL open, convert, smart resize, bicubic), transformers' own Qwen2-VL image
 processor for stage 2, whole-clip PyAV decoding for videos, literal prompt strings, and transformers' stock
 Qwen2-VL network on one unpadded sequence; here its model and processor are loaded once and it embeds one item
-per call, as a user of the research code would. unite encodes the same items in one ``encode`` call (token-budget
-batches, preparation in worker processes while the model runs: the defaults), and again with preparation in
-threads (``prepare_in="threads"``).
+per call, as a user of the research code would. unite encodes the same items in one ``encode`` call with its
+defaults (token-budget batches, 4096 tokens on the CPU; preparation while the model runs, in threads on up to two
+cores and in processes above, ``prepare_in="auto"``; the model's threads shared with the workers), and again
+with preparation in worker processes (``prepare_in="processes"``).
 
 The corpus is what a new user brings: camera-size photos (JPEG, up to 4000x3000), smaller pictures, short clips,
 texts of varied length and fused text + photo items, shuffled. Both pipelines run alternately in this one
 process with the same ``torch`` thread count; the median of ``--repeats`` runs of each is reported with their
 ratio, and the embeddings of the two are checked to agree (cosine).
 
-    python benchmarks/cpu_ratio.py [--items 60] [--repeats 3] [--threads N] [--output results.json]
+    python benchmarks/cpu_ratio.py [--corpus camera|phone] [--items 60] [--repeats 3] [--threads N] [--output F]
 """
 
 from __future__ import annotations
@@ -43,13 +44,23 @@ WORDS = "a red circle on a white background next to a blue square and a green tr
 PHOTO_SIZES = [(3000, 4000), (4000, 3000), (2000, 3000), (1536, 2048), (1080, 1920), (768, 1024), (480, 640)]
 #: Share of each kind in the corpus.
 KINDS = {"text": 0.35, "photo": 0.35, "video": 0.1, "fused": 0.2}
+#: ``--corpus``: (photo sizes, kinds). "camera" is the default above; "phone" has phone and web sizes (most
+#: photos at the 1280-token cap, so the vision tower weighs more and Pillow less) and more clips.
+CORPORA = {
+    "camera": (PHOTO_SIZES, KINDS),
+    "phone": (
+        [(1080, 1920), (1536, 2048), (3024, 4032), (720, 1280), (600, 800), (2448, 3264)],
+        {"text": 0.3, "photo": 0.3, "video": 0.15, "fused": 0.25},
+    ),
+}
 
 
-def build_corpus(folder: Path, count: int, seed: int = 0) -> list[dict]:
-    """``count`` items of the kinds in KINDS, shuffled; media written into ``folder``."""
+def build_corpus(folder: Path, count: int, seed: int = 0, corpus: str = "camera") -> list[dict]:
+    """``count`` items of the kinds of ``CORPORA[corpus]``, shuffled; media written into ``folder``."""
+    sizes, shares = CORPORA[corpus]
     rng = np.random.default_rng(seed)
     photos = []
-    for index, (height, width) in enumerate(PHOTO_SIZES):
+    for index, (height, width) in enumerate(sizes):
         path = folder / f"photo{index}.jpg"
         make_image(height, width, seed=index).save(path, quality=90)
         photos.append(str(path))
@@ -57,7 +68,7 @@ def build_corpus(folder: Path, count: int, seed: int = 0) -> list[dict]:
         str(make_video(folder / f"clip{i}.mp4", frames=72, fps=24, height=360, width=480, seed=i, gop=24))
         for i in range(2)
     ]
-    kinds = rng.choice(list(KINDS), size=count, p=list(KINDS.values()))
+    kinds = rng.choice(list(shares), size=count, p=list(shares.values()))
     items = []
     for index, kind in enumerate(kinds):
         text = " ".join(rng.choice(WORDS, size=int(rng.integers(5, 200))))
@@ -112,6 +123,7 @@ class ReferencePipeline:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--corpus", choices=sorted(CORPORA), default="camera", help="photo sizes and kind shares")
     parser.add_argument("--items", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads (both)")
@@ -122,13 +134,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         checkpoint = make_tiny_checkpoint(folder / "tiny", layout=CURRENT_LAYOUT)
-        items = build_corpus(folder, args.items)
+        items = build_corpus(folder, args.items, corpus=args.corpus)
         reference = ReferencePipeline(checkpoint)
         encoder = UniteEncoder.from_pretrained(checkpoint, device="cpu")
         with_media = [item for item in items if "image" in item or "video" in item]
         encoder.encode(with_media[:2] + items[:2], show_progress_bar=False)  # warm-up: worker processes, allocator
         reference.embed(items[0])
-        modes = {"unite_batched": {}, "unite_batched_threads": {"prepare_in": "threads"}}
+        modes = {"unite_batched": {}, "unite_batched_processes": {"prepare_in": "processes"}}
         seconds: dict[str, list[float]] = {name: [] for name in modes} | {"reference_one_at_a_time": []}
         for _ in range(args.repeats):
             for name, options in modes.items():
@@ -142,15 +154,17 @@ def main() -> int:
     medians = {name: statistics.median(values) for name, values in seconds.items()}
     results = {
         "items": args.items,
+        "corpus_name": args.corpus,
         "corpus": {kind: sum(1 for item in items if _kind(item) == kind) for kind in KINDS},
-        "photo_sizes": PHOTO_SIZES,
+        "photo_sizes": CORPORA[args.corpus][0],
         "threads": args.threads,
         "cores": len(os.sched_getaffinity(0)),
         "repeats": args.repeats,
         "seconds": seconds,
         "items_per_s": {name: args.items / value for name, value in medians.items()},
         "ratio_batched_to_reference": medians["reference_one_at_a_time"] / medians["unite_batched"],
-        "ratio_batched_threads_to_reference": medians["reference_one_at_a_time"] / medians["unite_batched_threads"],
+        "ratio_batched_processes_to_reference": medians["reference_one_at_a_time"]
+        / medians["unite_batched_processes"],
         "min_cosine_unite_vs_reference": float(cosines.min()),
         "model": "tiny random checkpoint (unite.testing)",
         "versions": {"torch": torch.__version__, "python": platform.python_version()},

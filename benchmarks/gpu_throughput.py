@@ -4,7 +4,7 @@ Writes a Qwen2-VL-2B-sized checkpoint with random weights (bf16) once, then runs
 it twice per modality (text ~300 tokens, images at 1280 visual tokens, camera photos, clips, fused):
 
 - ``before``: the padded language-model path with preparation in threads (how unite encoded before);
-- ``after``: packing, preparation in worker processes (the defaults).
+- ``after``: the defaults: packing, preparation in worker processes (``prepare_in="auto"`` above two cores).
 
 Each run's JSON goes to OUT_DIR (``before.json``, ``after.json``) with the card's name, peak, items/s, the
 per-stage split, the GPU's idle share and MFU; ``summary.json`` puts the two side by side. Meant to finish in

@@ -124,6 +124,97 @@ def test_token_budget_splits_batches(encoder, media_dir, monkeypatch):
     assert sizes == [1] * len(items)
 
 
+def test_default_token_budget_is_smaller_on_the_cpu(encoder, monkeypatch):
+    from unite.models.encoder import CPU_MAX_TOKENS_PER_BATCH, DEFAULT_MAX_TOKENS_PER_BATCH
+
+    assert encoder.device.type == "cpu"
+    assert encoder.token_budget() == CPU_MAX_TOKENS_PER_BATCH < DEFAULT_MAX_TOKENS_PER_BATCH
+    assert encoder.token_budget(DEFAULT_MAX_TOKENS_PER_BATCH) == DEFAULT_MAX_TOKENS_PER_BATCH  # asked for: kept
+    monkeypatch.setattr(UniteEncoder, "device", property(lambda self: torch.device("mps")))
+    assert encoder.token_budget() == DEFAULT_MAX_TOKENS_PER_BATCH
+
+
+def test_prefetch_keeps_batches_and_items_in_flight():
+    from concurrent.futures import Future
+
+    from unite.models.encoder import _prefetch
+
+    submitted = []
+
+    def submit(item):
+        submitted.append(item)
+        return Future()
+
+    batches = [[i] for i in range(8)]
+    items = {i: f"item {i}" for i in range(8)}
+    flow = _prefetch(submit, batches, items, lookahead=2, min_items=4)
+    batch, futures, ahead = next(flow)
+    assert batch == [0] and len(futures) == 1
+    assert len(ahead) == 4 and len(submitted) == 5  # four single-item batches ahead, more than the two batches
+    batch, _, ahead = next(flow)
+    assert batch == [1] and len(ahead) == 4 and len(submitted) == 6
+    big = [[0, 1, 2], [3, 4, 5], [6, 7], [8]]
+    flow = _prefetch(submit, big, {i: i for i in range(9)}, lookahead=2, min_items=4)
+    batch, _, ahead = next(flow)
+    assert batch == [0, 1, 2] and len(ahead) == 5  # two batches ahead already hold four items or more
+    assert [b for b, _, _ in flow] == [[3, 4, 5], [6, 7], [8]]
+    flow = _prefetch(submit, [[0], [1], [2]], items, lookahead=2, min_items=4)
+    next(flow)
+    pending = list(flow.gi_frame.f_locals["queue"])
+    flow.close()  # stopped early: what was submitted and not yielded is cancelled
+    assert all(future.cancelled() for _, futures in pending for future in futures)
+
+
+def test_model_threads_make_room_for_items_in_preparation_and_come_back(encoder, monkeypatch):
+    """On the CPU, while later items are still being prepared the model runs with one intra-op thread less per
+    item in preparation (at most the workers); the last batch, with nothing left to prepare, gets them all; the
+    count found on entry is restored, also when the call fails."""
+    import threading
+
+    texts = ["a text long enough to come first, " * 4, "a middle text of some length", "short", "tiny"]
+    released = threading.Event()
+    prepare = encoder.processor.prepare
+
+    def slow_prepare(item):
+        if item.plain_text != texts[0]:
+            assert released.wait(60)
+        return prepare(item)
+
+    seen = []
+    original = encoder._embed
+
+    def embed(features):
+        seen.append(torch.get_num_threads())
+        released.set()
+        return original(features)
+
+    monkeypatch.setattr(encoder.processor, "prepare", slow_prepare)
+    monkeypatch.setattr(encoder, "_embed", embed)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        encoder.encode(texts, batch_size=1, num_workers=2, prepare_in="threads")
+        assert seen[0] == 2  # three items waiting, two of them in the two workers
+        assert seen[-1] == 4
+        assert torch.get_num_threads() == 4
+
+        released.clear()
+        seen.clear()
+
+        def failing(features):
+            seen.append(torch.get_num_threads())
+            released.set()
+            raise RuntimeError("the model broke")
+
+        monkeypatch.setattr(encoder, "_embed", failing)
+        with pytest.raises(InputError, match="the model broke"):
+            encoder.encode(texts, batch_size=1, num_workers=1, prepare_in="threads")
+        assert seen == [3]
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_sequential_and_mrope_agree_on_text_and_differ_on_images(legacy_checkpoint, media_dir):
     sequential = UniteEncoder.from_pretrained(legacy_checkpoint, device="cpu")
     mrope = UniteEncoder.from_pretrained(legacy_checkpoint, device="cpu", position_scheme="mrope")

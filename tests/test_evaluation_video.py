@@ -408,16 +408,16 @@ def test_didemo_embeds_the_first_30_seconds_only(tmp_path, monkeypatch):
     long_video = tmp_path / "didemo" / "videos" / f"{didemo_video_name(0)}.mp4"
     make_video(long_video, frames=100, fps=2, height=32, width=48, seed=3, gop=10)
     decoded: dict[str, list[int]] = {}
-    original = media._decode_frames
+    original = media._decode_from
 
-    def spy(path, settings, indices):
-        frames = original(path, settings, indices)
+    def spy(container, path, indices):
+        frames = original(container, path, indices)
         for index, frame in zip(indices, frames):  # each decoded frame shows the brightness of its index
             assert abs(float(np.asarray(frame, dtype=np.float64).mean()) - 19.5 - frame_level(index)) < 1.5
         decoded[Path(path).name] = list(indices)
         return frames
 
-    monkeypatch.setattr(media, "_decode_frames", spy)
+    monkeypatch.setattr(media, "_decode_from", spy)
     (loaded,) = load_tasks(["DiDeMo-T2V"], tmp_path)
     assert loaded.data.corpus[0].item.videos == (VideoClip(str(long_video), 0.0, 30.0),)
     settings = EncodingSettings().replace(**spec.settings, **_SMALL_FRAMES)

@@ -1023,3 +1023,31 @@ def test_pipes_folders_and_devices_are_refused_without_waiting(tmp_path, kind):
     for path, words in ((pipe, "a pipe"), (tmp_path, "a folder"), (Path("/dev/zero"), "a device")):
         with pytest.raises(MediaError, match=words):
             load(str(path), settings)
+
+
+def test_a_video_file_is_opened_once_to_load_it(tmp_path, monkeypatch):
+    """Opening costs (FFmpeg decodes frames to learn the stream): loading reads the container's information and
+    the frames through one container."""
+    path = make_video(tmp_path / "once.mp4", frames=40, fps=8, height=48, width=64, seed=4, gop=8)
+    opened = []
+    real = media._open_container
+    monkeypatch.setattr(media, "_open_container", lambda src, options: opened.append(src) or real(src, options))
+    settings = EncodingSettings()
+    visual = load_video(str(path), settings)
+    assert opened == [str(path)]
+    monkeypatch.undo()
+    assert_matches(visual, rule_video_file(path, settings))
+
+
+def test_a_container_without_a_frame_count_loads_like_one_with_it(tmp_path):
+    """Matroska gives no frame count: the packets are counted, then the same container seeks back to decode."""
+    mp4 = make_video(tmp_path / "counted.mp4", frames=40, fps=8, height=48, width=64, seed=5, gop=8)
+    mkv = make_video(tmp_path / "uncounted.mkv", frames=40, fps=8, height=48, width=64, seed=5, gop=8)
+    with av.open(str(mkv)) as container:
+        assert container.streams.video[0].frames == 0
+    settings = EncodingSettings()
+    assert media._video_info(str(mkv), settings) == media._video_info(str(mp4), settings)
+    counted, uncounted = load_video(str(mp4), settings), load_video(str(mkv), settings)
+    assert counted.grid_thw == uncounted.grid_thw
+    np.testing.assert_array_equal(counted.pixel_values, uncounted.pixel_values)
+    assert_matches(uncounted, rule_video_file(mkv, settings))

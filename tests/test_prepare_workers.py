@@ -86,7 +86,7 @@ def test_an_item_failing_in_a_worker_has_the_thread_message(encoder, media_dir, 
     assert processes.errors == threads.errors
     assert processes.ok.tolist() == threads.ok.tolist()
     with pytest.raises(MediaError) as raised:
-        encoder.encode(items, num_workers=WORKERS)
+        encoder.encode(items, num_workers=WORKERS, prepare_in="processes")
     assert raised.value.item_index == 1
     assert raised.value.reason == threads.errors[0][1]
 
@@ -135,23 +135,24 @@ def test_a_killed_worker_costs_only_its_item(encoder, media_dir, monkeypatch):
     expected = encoder.encode_with_errors(items, prepare_in="threads", num_workers=WORKERS)
     assert expected.ok.all()
     monkeypatch.setattr(workers_module, "_prepare_task", _poisoned_task)
-    result = encoder.encode_with_errors(items, num_workers=WORKERS, batch_size=2)
+    result = encoder.encode_with_errors(items, num_workers=WORKERS, prepare_in="processes", batch_size=2)
     assert result.errors == [(3, "the worker process preparing this item died (exit code -9)")]
     keep = [i for i in range(6) if i != 3]
     np.testing.assert_allclose(result.embeddings[keep], expected.embeddings[keep], rtol=0, atol=1e-6)
     assert not result.embeddings[3].any()
     monkeypatch.undo()
-    again = encoder.encode_with_errors(items, num_workers=WORKERS)  # a replacement took the dead worker's place
+    # a replacement took the dead worker's place
+    again = encoder.encode_with_errors(items, num_workers=WORKERS, prepare_in="processes")
     assert again.ok.all()
     assert not list(workers_module.shared_folder().glob(f"unite-prepare-{os.getpid()}-*"))  # no file left behind
 
 
 def test_workers_are_reused_across_calls_and_gone_after_close(encoder, media_dir):
     item = {"image": str(media_dir / "b.jpg")}
-    encoder.encode([item], num_workers=WORKERS)
+    encoder.encode([item], num_workers=WORKERS, prepare_in="processes")
     pids = encoder._preparation_workers.pids()
     assert len(pids) == WORKERS
-    encoder.encode([item, "text"], num_workers=WORKERS)
+    encoder.encode([item, "text"], num_workers=WORKERS, prepare_in="processes")
     assert encoder._preparation_workers.pids() == pids
     encoder.close()
     assert encoder._preparation_workers is None
@@ -159,7 +160,7 @@ def test_workers_are_reused_across_calls_and_gone_after_close(encoder, media_dir
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(pid) for pid in pids)
-    encoder.encode([item], num_workers=WORKERS)  # starts anew
+    encoder.encode([item], num_workers=WORKERS, prepare_in="processes")  # starts anew
     assert not set(encoder._preparation_workers.pids()) & set(pids)
 
 
@@ -169,6 +170,25 @@ def test_text_only_calls_start_no_worker(legacy_checkpoint):
     fresh = UniteEncoder.from_pretrained(legacy_checkpoint, device="cpu")
     fresh.encode(["a text", {"image": make_image(30, 40, seed=2)}])
     assert getattr(fresh, "_preparation_workers", None) is None
+
+
+def test_auto_prepares_in_threads_on_two_cores_and_in_processes_above(encoder, media_dir, monkeypatch):
+    from unite.data.workers import THREADS_UP_TO_CORES, PrepareIn
+
+    assert PrepareIn.AUTO.resolve(cores=1) is PrepareIn.THREADS
+    assert PrepareIn.AUTO.resolve(cores=THREADS_UP_TO_CORES) is PrepareIn.THREADS
+    assert PrepareIn.AUTO.resolve(cores=THREADS_UP_TO_CORES + 1) is PrepareIn.PROCESSES
+    assert PrepareIn.PROCESSES.resolve(cores=1) is PrepareIn.PROCESSES
+    assert PrepareIn.THREADS.resolve(cores=64) is PrepareIn.THREADS
+    encoder.close()
+    item = {"image": str(media_dir / "b.jpg")}
+    monkeypatch.setattr(workers_module, "available_cores", lambda: THREADS_UP_TO_CORES)
+    encoder.encode([item], num_workers=1)  # the default is "auto"
+    assert getattr(encoder, "_preparation_workers", None) is None
+    monkeypatch.setattr(workers_module, "available_cores", lambda: THREADS_UP_TO_CORES + 2)
+    encoder.encode([item], num_workers=1)
+    assert len(encoder._preparation_workers.pids()) == 1
+    encoder.close()
 
 
 def test_prepare_in_is_checked(encoder):
@@ -224,7 +244,7 @@ def test_workers_start_from_a_main_module_that_cannot_be_imported_again(how, leg
         "import os\n"
         "from unite import UniteEncoder\n"
         f"encoder = UniteEncoder.from_pretrained({str(legacy_checkpoint)!r}, device='cpu')\n"
-        f"encoder.encode([{{'image': {str(media_dir / 'a.png')!r}}}], num_workers=1)\n"
+        f"encoder.encode([{{'image': {str(media_dir / 'a.png')!r}}}], num_workers=1, prepare_in='processes')\n"
         "workers = encoder._preparation_workers\n"
         "assert not workers.failed and workers.pids() and os.getpid() not in workers.pids(), workers.pids()\n"
         "print('MARKER-ONCE')\n"

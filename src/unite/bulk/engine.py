@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from unite.bulk.plan import ShardSpec
 from unite.bulk.shards import ShardRows
 from unite.errors import ConfigError
-from unite.models.encoder import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS_PER_BATCH
+from unite.models.encoder import DEFAULT_BATCH_SIZE
 from unite.settings import EncodingSettings
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ class BulkJob:
     setting_overrides: dict[str, Any] = field(default_factory=dict)
     instruction: str | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
-    max_tokens_per_batch: int = DEFAULT_MAX_TOKENS_PER_BATCH
+    max_tokens_per_batch: int | None = None
     on_error: str = "raise"
     workers: int | None = None
     gpus_per_worker: float | None = None
@@ -108,7 +108,7 @@ class BulkJob:
             raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {self.workers}")
-        if self.batch_size < 1 or self.max_tokens_per_batch < 1:
+        if self.batch_size < 1 or (self.max_tokens_per_batch is not None and self.max_tokens_per_batch < 1):
             raise ConfigError("--batch-size and --max-tokens-per-batch must be at least 1")
         if self.gpus_per_worker is not None and self.gpus_per_worker < 0:
             raise ConfigError(f"--gpus-per-worker must not be negative, got {self.gpus_per_worker}")

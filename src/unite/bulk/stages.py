@@ -27,7 +27,7 @@ import numpy as np
 from unite.data.collator import Features, ItemProcessor
 from unite.data.jsonl import JsonlRecord
 from unite.errors import CheckpointError, InputError, UniteError
-from unite.models.encoder import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS_PER_BATCH, as_item_error
+from unite.models.encoder import DEFAULT_BATCH_SIZE, as_item_error
 from unite.settings import EncodingSettings
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ def embed_rows(
     encoder: UniteEncoder,
     rows: Sequence[PreparedRow],
     batch_size: int = DEFAULT_BATCH_SIZE,
-    max_tokens_per_batch: int = DEFAULT_MAX_TOKENS_PER_BATCH,
+    max_tokens_per_batch: int | None = None,
 ) -> EmbeddedRows:
     """Embed the prepared rows (any sources, any order); failed rows stay failed with their error."""
     prepared = [index for index, row in enumerate(rows) if row.features is not None]

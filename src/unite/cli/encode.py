@@ -16,7 +16,7 @@ from unite.bulk.plan import DEFAULT_SHARD_SIZE
 from unite.cli.options import add_model_options, encoder_from_args, setting_overrides
 from unite.data.jsonl import JsonlRecord, read_item_lines
 from unite.errors import ConfigError, UniteError
-from unite.models.encoder import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS_PER_BATCH
+from unite.models.encoder import CPU_MAX_TOKENS_PER_BATCH, DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS_PER_BATCH
 from unite.outputs import FORMATS, mask_path, write_atomically, write_embeddings
 from unite.quantization import Calibration, Precision, calibration_path, quantize_rows
 
@@ -96,9 +96,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     run_group.add_argument(
         "--max-tokens-per-batch",
         type=int,
-        default=DEFAULT_MAX_TOKENS_PER_BATCH,
         help="most tokens per batch: the items' own when packed, the longest times the count with --no-packing; on "
-        "CUDA also no more than free memory allows (default %(default)s)",
+        f"CUDA also no more than free memory allows (default {DEFAULT_MAX_TOKENS_PER_BATCH} on a GPU, "
+        f"{CPU_MAX_TOKENS_PER_BATCH} on the CPU)",
     )
     run_group.add_argument(
         "--workers",

@@ -46,7 +46,14 @@ from unite.types import Item, VideoClip
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PrepareIn", "PreparationWorkers", "available_cores", "in_memory", "shared_folder"]
+__all__ = [
+    "THREADS_UP_TO_CORES",
+    "PrepareIn",
+    "PreparationWorkers",
+    "available_cores",
+    "in_memory",
+    "shared_folder",
+]
 
 #: Seconds :meth:`PreparationWorkers.close` waits for the dispatcher thread to stop the workers.
 CLOSE_SECONDS = 10.0
@@ -54,10 +61,27 @@ CLOSE_SECONDS = 10.0
 
 class PrepareIn(str, enum.Enum):
     """Where :meth:`UniteEncoder.encode <unite.models.encoder.UniteEncoder.encode>` prepares items with media
-    files: in worker ``processes`` (the default), or in ``threads`` of the calling process."""
+    files: in worker ``processes``, in ``threads`` of the calling process, or ``auto`` (the default): threads on a
+    machine of at most :data:`THREADS_UP_TO_CORES` cores, processes on a larger one."""
 
     PROCESSES = "processes"
     THREADS = "threads"
+    AUTO = "auto"
+
+    def resolve(self, cores: int | None = None) -> PrepareIn:
+        """``PROCESSES`` or ``THREADS``: this one, or what ``AUTO`` means with ``cores`` (default: those
+        available)."""
+        if self is not PrepareIn.AUTO:
+            return self
+        cores = available_cores() if cores is None else cores
+        return PrepareIn.THREADS if cores <= THREADS_UP_TO_CORES else PrepareIn.PROCESSES
+
+
+#: ``prepare_in="auto"`` prepares in threads up to this many cores. On two cores threads measured faster
+#: (benchmarks/results/cpu_ratio.json): decoding and PIL resizing release the GIL, and the 24 MB of float32
+#: patches of a 1280-token image need not cross a process boundary; with more cores the GIL-bound parts
+#: (tokenizing, Python between the C calls) make processes the faster choice.
+THREADS_UP_TO_CORES = 2
 
 
 def available_cores() -> int:

@@ -29,19 +29,30 @@ from unite.types import Item, to_item
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_MAX_TOKENS_PER_BATCH", "EncodeResult", "UniteEncoder", "as_item_error"]
+__all__ = [
+    "CPU_MAX_TOKENS_PER_BATCH",
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_MAX_TOKENS_PER_BATCH",
+    "EncodeResult",
+    "UniteEncoder",
+    "as_item_error",
+]
 
 SETTINGS_FILE = "unite_config.json"
 DEFAULT_BATCH_SIZE = 32
-#: Tokens (text plus visual) in one batch: the items' own when packed, the longest item's times the item count
-#: when padded.
+#: Tokens (text plus visual) in one batch on an accelerator: the items' own when packed, the longest item's times
+#: the item count when padded.
 DEFAULT_MAX_TOKENS_PER_BATCH = 16384
+#: The same on the CPU, where a larger batch computes no faster (the vision tower runs image by image, a packed
+#: batch costs its tokens) but makes the model wait longer for its first batch and run its last one alone.
+CPU_MAX_TOKENS_PER_BATCH = 4096
 #: Workers (processes or threads) that decode media and tokenize while the model runs: ``None`` is one per core
 #: available (``len(os.sched_getaffinity(0))``).
 DEFAULT_NUM_WORKERS: int | None = None
 #: Where items with media files are prepared by default (:class:`unite.data.workers.PrepareIn`).
-DEFAULT_PREPARE_IN = PrepareIn.PROCESSES
-#: Batches being prepared ahead of the one the model runs: bounds the memory held in pixels.
+DEFAULT_PREPARE_IN = PrepareIn.AUTO
+#: Batches being prepared ahead of the one the model runs: bounds the memory held in pixels. At least two items
+#: per worker are kept in flight, so that small batches do not leave workers idle.
 PREFETCH_BATCHES = 2
 _ATTENTION = ("sdpa", "eager", "flash_attention_2")
 
@@ -221,19 +232,23 @@ class UniteEncoder:
         show_progress_bar: bool | None = None,
         convert_to: Literal["numpy", "torch"] = "numpy",
         instruction: str | None = None,
-        max_tokens_per_batch: int = DEFAULT_MAX_TOKENS_PER_BATCH,
+        max_tokens_per_batch: int | None = None,
         num_workers: int | None = DEFAULT_NUM_WORKERS,
         prepare_in: PrepareIn | str = DEFAULT_PREPARE_IN,
     ) -> np.ndarray | torch.Tensor:
         """Embed items: strings, dicts ``{"text", "image", "video"}``, PIL images or :class:`Item` objects.
 
         Items are sorted by length and batched by a token budget (at most ``batch_size`` items and
-        ``max_tokens_per_batch`` tokens per batch, counted as :meth:`token_budget` says). While the model runs, the next
-        batches are prepared (media decoded, pixels made, prompts tokenized) by ``num_workers`` workers (default: one
-        per core available): with ``prepare_in="processes"`` (the default) items with media files go to worker
-        processes, started on first use and kept until :meth:`close`; texts and media given as objects (PIL images,
-        arrays) are prepared in threads, as every item is with ``prepare_in="threads"``. Both give the same pixels, bit
-        for bit. The result keeps the input order and does not depend on the batching beyond float noise.
+        ``max_tokens_per_batch`` tokens per batch, counted as :meth:`token_budget` says; default 16384 on a GPU,
+        4096 on the CPU). While the model runs, the next batches are prepared (media decoded, pixels made, prompts
+        tokenized) by ``num_workers`` workers (default: one per core available): with ``prepare_in="processes"``
+        items with media files go to worker processes, started on first use and kept until :meth:`close`; texts and
+        media given as objects (PIL images, arrays) are prepared in threads, as every item is with
+        ``prepare_in="threads"``. ``"auto"`` (the default) is threads on up to two cores, processes above. Both give
+        the same pixels, bit for bit. On the CPU the model's intra-op threads (``torch.get_num_threads()``) are
+        lowered while items are still being prepared, by one per item in preparation (at least one thread left), so
+        the model and the workers do not fight for the cores; the count is restored after. The result keeps the
+        input order and does not depend on the batching beyond float noise.
 
         Returns:
             (N, D) float32 L2-normalised embeddings, a numpy array or a CPU tensor.
@@ -269,7 +284,7 @@ class UniteEncoder:
         show_progress_bar: bool | None = None,
         convert_to: Literal["numpy", "torch"] = "numpy",
         instruction: str | None = None,
-        max_tokens_per_batch: int = DEFAULT_MAX_TOKENS_PER_BATCH,
+        max_tokens_per_batch: int | None = None,
         num_workers: int | None = DEFAULT_NUM_WORKERS,
         prepare_in: PrepareIn | str = DEFAULT_PREPARE_IN,
         on_error: Literal["raise", "skip"] = "skip",
@@ -286,11 +301,11 @@ class UniteEncoder:
         worker process dies fails with ``the worker process preparing this item died (exit code N)``.
         """
         workers = available_cores() if num_workers is None else num_workers
-        if batch_size < 1 or max_tokens_per_batch < 1 or workers < 1:
+        if batch_size < 1 or (max_tokens_per_batch is not None and max_tokens_per_batch < 1) or workers < 1:
             raise ConfigError("batch_size, max_tokens_per_batch and num_workers must be at least 1")
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        where = _prepare_in(prepare_in)
+        where = _prepare_in(prepare_in).resolve()
         raw = list(items)
         run = _Run(len(raw), self.embedding_dim, on_error)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unite-media") as pool:
@@ -305,12 +320,15 @@ class UniteEncoder:
             batches = list(_token_batches(order, lengths, batch_size, budget, self._packs))
             submit = self._submitter(pool, workers, where, [parsed[i] for i in order])
             show = show_progress_bar if show_progress_bar is not None else len(batches) > 1
-            with tqdm(total=len(raw), disable=not show, desc="Encoding", unit="item") as bar:
+            threads = _ModelThreads(self.device, workers)
+            with tqdm(total=len(raw), disable=not show, desc="Encoding", unit="item") as bar, threads:
                 bar.update(len(raw) - len(order))
-                with closing(_prefetch(submit, batches, parsed, PREFETCH_BATCHES)) as prepared:
-                    for batch, futures in prepared:
+                prefetch = _prefetch(submit, batches, parsed, PREFETCH_BATCHES, min_items=2 * workers)
+                with closing(prefetch) as prepared:
+                    for batch, futures, ahead in prepared:
                         features = run.collect(batch, futures)
                         run.check()
+                        threads.share(ahead)
                         run.embed(features, self._embed)
                         run.check()
                         bar.update(len(batch))
@@ -364,7 +382,7 @@ class UniteEncoder:
         self,
         features: Sequence[Features],
         batch_size: int = DEFAULT_BATCH_SIZE,
-        max_tokens_per_batch: int = DEFAULT_MAX_TOKENS_PER_BATCH,
+        max_tokens_per_batch: int | None = None,
     ) -> EncodeResult:
         """Embed features prepared elsewhere (:meth:`ItemProcessor.prepare` in another process or machine).
 
@@ -376,7 +394,7 @@ class UniteEncoder:
         Returns:
             :class:`EncodeResult` over ``features`` in their order: (N, D) float32 rows, zero where failed.
         """
-        if batch_size < 1 or max_tokens_per_batch < 1:
+        if batch_size < 1 or (max_tokens_per_batch is not None and max_tokens_per_batch < 1):
             raise ConfigError("batch_size and max_tokens_per_batch must be at least 1")
         run = _Run(len(features), self.embedding_dim, "skip")
         lengths = {index: len(feature.input_ids) for index, feature in enumerate(features)}
@@ -386,10 +404,14 @@ class UniteEncoder:
             run.embed([(index, features[index]) for index in batch], self._embed)
         return EncodeResult(run.embeddings, run.ok, sorted(run.errors))
 
-    def token_budget(self, max_tokens_per_batch: int = DEFAULT_MAX_TOKENS_PER_BATCH) -> int:
-        """Tokens one batch may hold: ``max_tokens_per_batch``, and on CUDA no more than the activations of the
+    def token_budget(self, max_tokens_per_batch: int | None = None) -> int:
+        """Tokens one batch may hold: ``max_tokens_per_batch`` (default :data:`DEFAULT_MAX_TOKENS_PER_BATCH` on an
+        accelerator, :data:`CPU_MAX_TOKENS_PER_BATCH` on the CPU), and on CUDA no more than the activations of the
         memory free now allow (:func:`unite.models.modeling.token_budget_from_memory`, measured once, after
         loading). Packed batches count their items' tokens, padded ones the longest item times the items."""
+        if max_tokens_per_batch is None:
+            cpu = self.device.type == "cpu"
+            max_tokens_per_batch = CPU_MAX_TOKENS_PER_BATCH if cpu else DEFAULT_MAX_TOKENS_PER_BATCH
         if self.device.type != "cuda":
             return max_tokens_per_batch
         if getattr(self, "_memory_budget", None) is None:
@@ -521,22 +543,66 @@ def _token_batches(
 
 
 def _prefetch(
-    submit: Callable[[Item], Future], batches: list[list[int]], items: dict[int, Item], lookahead: int
-) -> Iterator[tuple[list[int], list[Future]]]:
-    """Yield each batch with futures of its prepared features, keeping ``lookahead`` batches in flight; the
+    submit: Callable[[Item], Future],
+    batches: list[list[int]],
+    items: dict[int, Item],
+    lookahead: int,
+    min_items: int = 0,
+) -> Iterator[tuple[list[int], list[Future], list[Future]]]:
+    """Yield each batch with futures of its prepared features and the futures of the batches submitted after
+    it, keeping ``lookahead`` batches and at least ``min_items`` items in flight besides the one yielded; the
     futures of batches not yet yielded are cancelled when the caller stops early."""
     queue: deque[tuple[list[int], list[Future]]] = deque()
+    pending = iter(batches)
     try:
-        for batch in batches:
-            queue.append((batch, [submit(items[i]) for i in batch]))
-            if len(queue) > lookahead:
-                yield queue.popleft()
-        while queue:
-            yield queue.popleft()
+        while True:
+            while len(queue) <= lookahead or sum(len(batch) for batch, _ in list(queue)[1:]) < min_items:
+                batch = next(pending, None)
+                if batch is None:
+                    break
+                queue.append((batch, [submit(items[i]) for i in batch]))
+            if not queue:
+                return
+            batch, futures = queue.popleft()
+            yield batch, futures, [future for _, later in queue for future in later]
     finally:
         for _, futures in queue:
             for future in futures:
                 future.cancel()
+
+
+class _ModelThreads:
+    """The model's share of the CPU while workers prepare the next items, for one encode call on the CPU.
+
+    Before each batch, :meth:`share` sets the calling thread's intra-op thread count (``torch.set_num_threads``)
+    to the count found on entry minus the items still being prepared (at most ``workers`` of them run at once),
+    and at least one: the preparation workers and the model's threads would otherwise number more than the
+    cores, and torch's threads spin at each barrier waiting for one of theirs that the OS has swapped out for a
+    worker. When nothing is left to prepare the model gets every thread back. The count found on entry is
+    restored on exit. On an accelerator the model does not use these threads: nothing changes.
+    """
+
+    def __init__(self, device: torch.device, workers: int) -> None:
+        self.active = device.type == "cpu"
+        self.workers = workers
+        self.base = 0
+
+    def __enter__(self) -> _ModelThreads:
+        if self.active:
+            self.base = torch.get_num_threads()
+        return self
+
+    def share(self, ahead: list[Future]) -> None:
+        if not self.active:
+            return
+        preparing = min(self.workers, sum(1 for future in ahead if not future.done()))
+        wanted = max(1, self.base - preparing)
+        if torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.active and torch.get_num_threads() != self.base:
+            torch.set_num_threads(self.base)
 
 
 def _prepare_in(value: PrepareIn | str) -> PrepareIn:
